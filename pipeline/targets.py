@@ -1,0 +1,172 @@
+"""Deployment targets as data: `targets/<name>.yaml|toml` validated into one typed `Target`.
+
+A target says what the hardware forces (INT8 scheme, compute capability, DLA cores, sparsity,
+TensorRT version), the runtime that serves it, the shape profile and the latency budget.
+Unknown keys are errors; every message names the file, the field and what is allowed.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from pipeline.errors import UserError
+from pipeline.validation import load_mapping, validate_model
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+
+
+class QuantScheme(BaseModel):
+    """How INT8 quantization must be done for this hardware/runtime."""
+
+    model_config = _STRICT
+    activation_type: Literal["uint8", "int8"] = "uint8"
+    weight_type: Literal["int8", "uint8"] = "int8"
+    per_channel: bool = True
+    # 7-bit weights avoid the int16 accumulator saturation of AVX2/AVX-512 (no VNNI) u8s8 kernels.
+    reduce_range: bool = False
+    symmetric_activations: bool = False
+    symmetric_weights: bool = True
+    # TensorRT's ONNX parser rejects int32 bias DequantizeLinear: keep biases in float there.
+    quantize_bias: bool = True
+
+
+class ShapeProfile(BaseModel):
+    """Batch sizes an engine / session must accept (TensorRT optimization profile)."""
+
+    model_config = _STRICT
+    min_batch: int = Field(1, ge=1)
+    opt_batch: int = Field(1, ge=1)
+    max_batch: int = Field(8, ge=1)
+
+    @model_validator(mode="after")
+    def _ordered(self) -> "ShapeProfile":
+        if not (self.min_batch <= self.opt_batch <= self.max_batch):
+            raise ValueError(
+                f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
+            )
+        return self
+
+
+class TensorRTSpec(BaseModel):
+    """What a TensorRT target's GPU and software stack force or offer."""
+
+    model_config = _STRICT
+    gpu: str
+    compute_capability: str = Field(pattern=r"^\d+\.\d+$")
+    dla_cores: int = Field(0, ge=0, le=2)
+    use_dla: bool = False
+    sparsity_2_4: bool = False
+    sparse_weights: bool = False
+    jetpack: Optional[str] = None
+    tensorrt_version: str = Field(pattern=r"^\d+(\.\d+)*$")
+    workspace_mib: int = Field(1024, ge=16)
+    builder_optimization_level: int = Field(3, ge=0, le=5)
+    allow_fp16: bool = True
+    timing_cache: bool = True
+
+    @model_validator(mode="after")
+    def _hardware(self) -> "TensorRTSpec":
+        if self.use_dla and self.dla_cores == 0:
+            raise ValueError("use_dla is true but this GPU has dla_cores = 0 (allowed: use_dla: false)")
+        if self.sparse_weights and not self.sparsity_2_4:
+            raise ValueError("sparse_weights is true but this GPU has no 2:4 sparse tensor cores")
+        return self
+
+
+class OrtSpec(BaseModel):
+    """ONNX Runtime settings for CPU / ARM targets."""
+
+    model_config = _STRICT
+    execution_providers: list[str] = ["CPUExecutionProvider"]
+    intra_op_threads: Optional[int] = Field(None, ge=1)
+    graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+
+
+class Target(BaseModel):
+    """One deployment target, loaded from `targets/<name>.yaml|toml`."""
+
+    model_config = _STRICT
+    name: str
+    description: str = ""
+    runtime: Literal["onnxruntime", "tensorrt"]
+    arch: Literal["x86_64", "aarch64"]
+    device_kind: Literal["cpu", "gpu", "jetson", "arm-board"]
+    quantization: QuantScheme = QuantScheme()
+    profile: ShapeProfile = ShapeProfile()
+    benchmark_batches: list[int] = [1, 32]
+    latency_budget_ms: Optional[float] = Field(None, gt=0)
+    tensorrt: Optional[TensorRTSpec] = None
+    onnxruntime: Optional[OrtSpec] = None
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "Target":
+        if self.runtime == "tensorrt":
+            if self.tensorrt is None:
+                raise ValueError("runtime 'tensorrt' needs a 'tensorrt:' section")
+            q = self.quantization
+            if q.activation_type != "int8" or q.weight_type != "int8":
+                raise ValueError("TensorRT needs symmetric S8S8 QDQ: set activation_type and weight_type to int8")
+            if not (q.symmetric_activations and q.symmetric_weights):
+                raise ValueError("TensorRT needs symmetric INT8: set symmetric_activations and symmetric_weights true")
+            if q.quantize_bias:
+                raise ValueError("TensorRT's ONNX parser rejects int32 bias DequantizeLinear: set quantize_bias false")
+        if self.runtime == "onnxruntime" and self.onnxruntime is None:
+            object.__setattr__(self, "onnxruntime", OrtSpec())
+        return self
+
+
+def targets_dir() -> Path:
+    """The folder searched for target names: $EDGEPIPE_TARGETS, else the repository's `targets/`."""
+    env = os.environ.get("EDGEPIPE_TARGETS")
+    if env:
+        return Path(env)
+    return Path(__file__).resolve().parents[1] / "targets"
+
+
+def available_targets() -> list[str]:
+    """Names of the target files in `targets_dir()`."""
+    d = targets_dir()
+    if not d.is_dir():
+        return []
+    return sorted(p.stem for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".toml"))
+
+
+def resolve_target_path(name_or_path: str) -> Path:
+    """Find a target file by name (`cpu`, `jetson`) or path.
+
+    `jetson` is an alias for `jetson-orin-nano`, what `make deploy TARGET=jetson` means.
+    """
+    p = Path(name_or_path)
+    if p.suffix in (".yaml", ".yml", ".toml"):
+        if not p.is_file():
+            raise UserError(f"target file not found: {p}")
+        return p
+    name = {"jetson": "jetson-orin-nano"}.get(name_or_path, name_or_path)
+    for ext in (".yaml", ".yml", ".toml"):
+        cand = targets_dir() / f"{name}{ext}"
+        if cand.is_file():
+            return cand
+    raise UserError(
+        f"unknown target '{name_or_path}' (allowed: {', '.join(available_targets() + ['jetson'])}, "
+        "or a path to a .yaml/.toml target file)"
+    )
+
+
+def load_target(name_or_path: str) -> Target:
+    """Load and validate a target.
+
+    Args:
+        name_or_path: a target name from `targets/` or a path to a target file.
+    Returns:
+        The validated, frozen `Target`.
+    Raises:
+        UserError: unknown name, missing file, unknown key or bad value (all named).
+    """
+    path = resolve_target_path(name_or_path)
+    data = load_mapping(path, "target file")
+    data.setdefault("name", path.stem)
+    return validate_model(Target, data, str(path))
