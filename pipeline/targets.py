@@ -59,6 +59,9 @@ class TensorRTSpec(BaseModel):
     compute_capability: str = Field(pattern=r"^\d+\.\d+$")
     dla_cores: int = Field(0, ge=0, le=2)
     use_dla: bool = False
+    # Which DLA core to use, and whether layers DLA cannot run may fall back to the GPU.
+    dla_core: int = Field(0, ge=0, le=1)
+    gpu_fallback: bool = True
     sparsity_2_4: bool = False
     sparse_weights: bool = False
     jetpack: Optional[str] = None
@@ -74,7 +77,30 @@ class TensorRTSpec(BaseModel):
             raise ValueError("use_dla is true but this GPU has dla_cores = 0 (allowed: use_dla: false)")
         if self.sparse_weights and not self.sparsity_2_4:
             raise ValueError("sparse_weights is true but this GPU has no 2:4 sparse tensor cores")
+        if self.use_dla and self.dla_core >= self.dla_cores:
+            raise ValueError(f"dla_core = {self.dla_core} but this GPU has {self.dla_cores} DLA cores (allowed: 0..{self.dla_cores - 1})")
+        if self.sparsity_2_4 and _version_tuple(self.compute_capability) < (8, 0):
+            raise ValueError(
+                f"sparsity_2_4 is true but compute capability {self.compute_capability} has no 2:4 sparse tensor "
+                "cores (Ampere, 8.0, and newer do)"
+            )
+        if self.jetpack is not None:
+            expected = JETPACK_TENSORRT.get(self.jetpack)
+            if expected is None:
+                raise ValueError(f"jetpack = {self.jetpack!r} is unknown (allowed: {', '.join(JETPACK_TENSORRT)})")
+            if _version_tuple(self.tensorrt_version)[:2] != _version_tuple(expected)[:2]:
+                raise ValueError(
+                    f"tensorrt_version = {self.tensorrt_version!r} but JetPack {self.jetpack} ships TensorRT {expected}"
+                )
         return self
+
+
+# TensorRT shipped with each JetPack release (engines must be built with the device's own TensorRT).
+JETPACK_TENSORRT = {"4.6": "8.2", "5.1": "8.5", "6.0": "8.6", "6.1": "10.3", "6.2": "10.3", "7.2": "10.16"}
+
+
+def _version_tuple(v: str) -> tuple[int, ...]:
+    return tuple(int(x) for x in v.split(".") if x.isdigit())
 
 
 class OrtSpec(BaseModel):
@@ -114,6 +140,13 @@ class Target(BaseModel):
                 raise ValueError("TensorRT needs symmetric INT8: set symmetric_activations and symmetric_weights true")
             if q.quantize_bias:
                 raise ValueError("TensorRT's ONNX parser rejects int32 bias DequantizeLinear: set quantize_bias false")
+            if self.tensorrt.use_dla and self.profile.min_batch != self.profile.max_batch:
+                raise ValueError(
+                    "use_dla is true but the batch is dynamic: DLA runs static shapes only "
+                    "(set profile min_batch = opt_batch = max_batch)"
+                )
+            if self.device_kind == "jetson" and self.tensorrt.jetpack is None:
+                raise ValueError("a jetson target needs tensorrt.jetpack (the JetPack release on the device)")
         if self.runtime == "onnxruntime" and self.onnxruntime is None:
             object.__setattr__(self, "onnxruntime", OrtSpec())
         return self

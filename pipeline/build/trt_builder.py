@@ -1,0 +1,486 @@
+"""Build a TensorRT engine from an ONNX file, probing what the installed TensorRT offers.
+
+Also copied verbatim into the deploy bundle and run ON the Jetson (Python >= 3.8, numpy, TensorRT):
+it imports only the standard library at top level, TensorRT inside functions, and has a CLI:
+
+    python3 trt_builder.py --onnx model.onnx --engine model.engine --min-batch 1 --opt-batch 1 \\
+        --max-batch 8 --workspace-mib 1024 [--dla-core 0 --gpu-fallback] [--fp16] [--sparse] \\
+        [--timing-cache F] [--opt-level 3] --report build.json
+
+Version policy (nothing removed in a version we target is touched without a hasattr probe):
+- INT8 is explicit only: Q/DQ nodes in the ONNX. No calibrator API is used (gone in 11.0).
+- 11.x: every network is strongly typed; BuilderFlag.FP16/INT8 no longer exist, so FP16 can only come
+  from the ONNX's own tensor types (e.g. ModelOpt AutoCast). `fp16=True` is then reported as not applied.
+- 10.x: strongly typed (STRONGLY_TYPED creation flag) unless FP16 or DLA is wanted: those need the weakly
+  typed FP16 flag (plus INT8 when the graph has Q/DQ), which strong typing forbids.
+- DLA (`dla_core`): default device DLA, chosen core, GPU_FALLBACK when allowed; the report lists which
+  layers DLA can run (config.can_run_on_DLA) and which fall back to the GPU.
+The `trt` module is a parameter everywhere, so CI can drive the same code with `tensorrt_rtx` on a CPU.
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import sys
+import tempfile
+import time
+from dataclasses import asdict, dataclass
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+# TensorRT objects are always held in variables with these names. tests/tensorrt/test_api_surface.py
+# maps them to TensorRT classes and checks every attribute used on them against NVIDIA's real bindings.
+TRT_OBJECT_NAMES = {
+    "builder": "Builder",
+    "network": "INetworkDefinition",
+    "parser": "OnnxParser",
+    "config": "IBuilderConfig",
+    "profile": "IOptimizationProfile",
+    "cache": "ITimingCache",
+    "layer": "ILayer",
+    "tensor": "ITensor",
+    "runtime": "Runtime",
+    "engine": "ICudaEngine",
+    "context": "IExecutionContext",
+    "inspector": "EngineInspector",  # the Python class name (C++: IEngineInspector)
+}
+
+
+class BuildError(RuntimeError):
+    """The ONNX could not be parsed or the engine could not be built (message says which and why)."""
+
+
+@dataclass
+class BuildOptions:
+    """What to build. Batch sizes fill the optimization profile of every input's dynamic axis 0."""
+
+    min_batch: int = 1
+    opt_batch: int = 1
+    max_batch: int = 8
+    workspace_mib: int = 1024
+    fp16: bool = False
+    sparse: bool = False
+    dla_core: Optional[int] = None
+    gpu_fallback: bool = True
+    opt_level: Optional[int] = 3
+    timing_cache: Optional[str] = None
+
+
+def import_tensorrt() -> Any:
+    """Import the real TensorRT module (raises ImportError with the reason if absent)."""
+    import tensorrt  # noqa: PLC0415
+
+    return tensorrt
+
+
+def version_tuple(trt: Any) -> Tuple[int, ...]:
+    """(major, minor, ...) of a TensorRT module's __version__."""
+    out = []
+    for part in str(getattr(trt, "__version__", "0")).split("."):
+        digits = "".join(ch for ch in part if ch.isdigit())
+        out.append(int(digits) if digits else 0)
+    return tuple(out)
+
+
+def _member(enum: Any, name: str) -> Any:
+    """An enum member if this TensorRT version has it, else None (version probing, never assuming)."""
+    return getattr(enum, name, None)
+
+
+def plan_precision(trt: Any, has_qdq: bool, fp16: bool, use_dla: bool) -> Dict[str, Any]:
+    """Decide strong typing and precision flags from what this TensorRT offers.
+
+    Args:
+        trt: the TensorRT module (tensorrt, or tensorrt_rtx in CI).
+        has_qdq: the ONNX holds QuantizeLinear/DequantizeLinear (explicit INT8).
+        fp16: FP16 wanted for the layers that are not quantized.
+        use_dla: building for a DLA core.
+    Returns:
+        {"strongly_typed": bool, "flags": [BuilderFlag names], "fp16_applied": bool, "notes": [str]}.
+    """
+    has_fp16_flag = _member(trt.BuilderFlag, "FP16") is not None
+    has_int8_flag = _member(trt.BuilderFlag, "INT8") is not None
+    has_strong = _member(trt.NetworkDefinitionCreationFlag, "STRONGLY_TYPED") is not None
+    notes: List[str] = []
+    flags: List[str] = []
+    if not has_fp16_flag:
+        # 11.x: weak typing is gone; the network is strongly typed whatever we pass.
+        if fp16:
+            notes.append(
+                "FP16 requested but this TensorRT has no BuilderFlag.FP16 (removed in 11.0): FP16 must come "
+                "from the ONNX's own tensor types (e.g. ModelOpt AutoCast); building with the ONNX's types"
+            )
+        if use_dla:
+            notes.append("DLA runs FP16/INT8 only: layers the ONNX keeps in FP32 fall back to the GPU")
+        return {"strongly_typed": True, "flags": flags, "fp16_applied": False, "notes": notes}
+    if fp16 or use_dla:
+        # Weak typing lets TensorRT choose FP16 for unquantized layers; DLA needs FP16/INT8 everywhere.
+        flags.append("FP16")
+        if has_qdq and has_int8_flag:
+            flags.append("INT8")
+        notes.append("weakly typed build: FP16 flag%s" % (" + INT8 flag for the Q/DQ graph" if "INT8" in flags else ""))
+        return {"strongly_typed": False, "flags": flags, "fp16_applied": True, "notes": notes}
+    if has_strong:
+        notes.append("strongly typed build: precision follows the ONNX (Q/DQ -> INT8, rest FP32)")
+        return {"strongly_typed": True, "flags": flags, "fp16_applied": False, "notes": notes}
+    # TensorRT < 10 (e.g. 8.5 on Xavier): no strong typing; explicit Q/DQ still needs the INT8 flag.
+    if has_qdq and has_int8_flag:
+        flags.append("INT8")
+    return {"strongly_typed": False, "flags": flags, "fp16_applied": False, "notes": notes}
+
+
+def network_creation_flags(trt: Any, strongly_typed: bool) -> int:
+    """Bit mask for builder.create_network: STRONGLY_TYPED where wanted and present.
+
+    EXPLICIT_BATCH is never passed: ignored since 10.0 and removed in 11.0; before 10.0 it was required,
+    so it is set only when the module still has it and has no strong typing (TensorRT 8.x).
+    """
+    mask = 0
+    creation = trt.NetworkDefinitionCreationFlag
+    strong = _member(creation, "STRONGLY_TYPED")
+    if strongly_typed and strong is not None:
+        mask |= 1 << int(strong)
+    explicit = _member(creation, "EXPLICIT_BATCH")
+    if explicit is not None and strong is None:
+        mask |= 1 << int(explicit)
+    return mask
+
+
+def onnx_has_qdq(onnx_bytes: bytes) -> bool:
+    """Whether the ONNX uses QuantizeLinear/DequantizeLinear (op types are plain strings in the protobuf).
+
+    Decided before the network exists (strong typing is a creation flag) and without the onnx package,
+    which the Jetson may not have.
+    """
+    return b"DequantizeLinear" in onnx_bytes or b"QuantizeLinear" in onnx_bytes
+
+
+def cache_key(onnx_sha256: str, trt_version: str, device: Dict[str, Any], options: BuildOptions, shapes: Dict[str, Any]) -> str:
+    """Engine cache key: ONNX bytes + TensorRT version + device (name, compute capability) + flags + shapes.
+
+    An engine is only valid for the exact TensorRT version and GPU model it was built with.
+    """
+    opts = asdict(options)
+    opts.pop("timing_cache", None)  # where the timing cache lives does not change the engine
+    blob = json.dumps(
+        {"onnx": onnx_sha256, "tensorrt": trt_version, "device": device, "options": opts, "shapes": shapes},
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode("utf-8")).hexdigest()
+
+
+def _atomic_write(path: str, data: bytes) -> None:
+    # Same contract as pipeline.fileio (not importable on the device): temp file, fsync, rename.
+    folder = os.path.dirname(os.path.abspath(path))
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix="." + os.path.basename(path) + ".", suffix=".tmp", dir=folder)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def cuda_device_info() -> Dict[str, Any]:
+    """Name and compute capability of CUDA device 0 via cuda-python or pycuda; {} when neither works."""
+    try:
+        try:
+            from cuda.bindings import runtime as cudart  # cuda-python >= 12.6
+        except ImportError:
+            from cuda import cudart  # older cuda-python
+        err, props = cudart.cudaGetDeviceProperties(0)
+        if int(err) == 0:
+            name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
+            return {"name": name.strip("\x00"), "compute_capability": "%d.%d" % (props.major, props.minor)}
+    except Exception:  # noqa: BLE001 - no cuda-python, no driver, no device: try the next probe
+        pass
+    try:
+        import pycuda.driver as cuda  # noqa: PLC0415
+
+        cuda.init()
+        dev = cuda.Device(0)
+        major, minor = dev.compute_capability()
+        return {"name": dev.name(), "compute_capability": "%d.%d" % (major, minor)}
+    except Exception:  # noqa: BLE001
+        return {}
+
+
+def _profile_shapes(network: Any, options: BuildOptions) -> Dict[str, Dict[str, List[int]]]:
+    """min/opt/max shapes per input: the batch axis (0) from options; any other dynamic axis is an error."""
+    shapes: Dict[str, Dict[str, List[int]]] = {}
+    for i in range(network.num_inputs):
+        tensor = network.get_input(i)
+        dims = list(tensor.shape)
+        if any(d < 0 for d in dims[1:]):
+            raise BuildError(
+                "input %r has shape %s: only the batch axis (0) may be dynamic" % (tensor.name, dims)
+            )
+        if dims and dims[0] < 0:
+            shapes[tensor.name] = {
+                "min": [options.min_batch] + dims[1:],
+                "opt": [options.opt_batch] + dims[1:],
+                "max": [options.max_batch] + dims[1:],
+            }
+        else:
+            shapes[tensor.name] = {"min": dims, "opt": dims, "max": dims}
+    return shapes
+
+
+def _dla_layer_report(trt: Any, network: Any, config: Any) -> Dict[str, List[str]]:
+    on_dla: List[str] = []
+    on_gpu: List[str] = []
+    for i in range(network.num_layers):
+        layer = network.get_layer(i)
+        (on_dla if config.can_run_on_DLA(layer) else on_gpu).append(layer.name)
+    return {"layers_on_dla": on_dla, "layers_on_gpu": on_gpu}
+
+
+def build_engine(
+    onnx_path: str,
+    engine_path: str,
+    options: BuildOptions,
+    trt: Any = None,
+    device: Optional[Dict[str, Any]] = None,
+) -> Dict[str, Any]:
+    """Parse `onnx_path`, build with `options`, write the serialized engine to `engine_path`.
+
+    Args:
+        onnx_path: FP32 or QDQ ONNX with (optionally) a dynamic batch axis.
+        engine_path: where the engine is written (atomically).
+        options: shapes, workspace, precision, DLA, sparsity, timing cache, optimization level.
+        trt: TensorRT module; default `import tensorrt`.
+        device: {"name", "compute_capability"} for the report/key; default probed with cuda_device_info().
+    Returns:
+        A JSON-able report: versions, flags, shapes, DLA layer placement, timing cache, seconds, cache key.
+    Raises:
+        BuildError: parse errors (each ONNX node error listed), bad shapes, DLA absent, build failure.
+    """
+    trt = trt if trt is not None else import_tensorrt()
+    device = device if device is not None else cuda_device_info()
+    t0 = time.perf_counter()
+    with open(onnx_path, "rb") as f:
+        onnx_bytes = f.read()
+    has_qdq = onnx_has_qdq(onnx_bytes)
+    use_dla = options.dla_core is not None
+    plan = plan_precision(trt, has_qdq, options.fp16, use_dla)
+
+    logger = trt.Logger(trt.Logger.WARNING)
+    builder = trt.Builder(logger)
+    network = builder.create_network(network_creation_flags(trt, plan["strongly_typed"]))
+    parser = trt.OnnxParser(network, logger)
+    if not parser.parse_from_file(os.path.abspath(onnx_path)):
+        errors = [str(parser.get_error(i).desc()) for i in range(parser.num_errors)]
+        raise BuildError("TensorRT's ONNX parser rejected %s: %s" % (onnx_path, "; ".join(errors) or "no detail"))
+
+    config = builder.create_builder_config()
+    config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, int(options.workspace_mib) << 20)
+    shapes = _profile_shapes(network, options)
+    profile = builder.create_optimization_profile()
+    for name, s in shapes.items():
+        profile.set_shape(name, s["min"], s["opt"], s["max"])
+    config.add_optimization_profile(profile)
+
+    flags = list(plan["flags"])
+    if options.sparse:
+        flags.append("SPARSE_WEIGHTS")
+    dla: Optional[Dict[str, Any]] = None
+    if use_dla:
+        if builder.num_DLA_cores <= int(options.dla_core):
+            raise BuildError(
+                "dla_core = %s but this device has %d DLA cores" % (options.dla_core, builder.num_DLA_cores)
+            )
+        config.default_device_type = trt.DeviceType.DLA
+        config.DLA_core = int(options.dla_core)
+        if options.gpu_fallback:
+            flags.append("GPU_FALLBACK")
+        dla = {"core": int(options.dla_core), "gpu_fallback": bool(options.gpu_fallback)}
+        dla.update(_dla_layer_report(trt, network, config))
+    for name in flags:
+        flag = _member(trt.BuilderFlag, name)
+        if flag is None:
+            raise BuildError("BuilderFlag.%s does not exist in TensorRT %s" % (name, trt.__version__))
+        config.set_flag(flag)
+    if options.opt_level is not None and hasattr(config, "builder_optimization_level"):
+        config.builder_optimization_level = int(options.opt_level)
+
+    cache_info = _load_timing_cache(config, options.timing_cache)
+    serialized = builder.build_serialized_network(network, config)
+    if serialized is None:
+        raise BuildError("TensorRT could not build %s (see the TensorRT log above)" % onnx_path)
+    engine_bytes = bytes(memoryview(serialized))
+    _atomic_write(engine_path, engine_bytes)
+    _save_timing_cache(config, options.timing_cache, cache_info)
+
+    trt_version = str(trt.__version__)
+    return {
+        "onnx": os.path.abspath(onnx_path),
+        "onnx_sha256": hashlib.sha256(onnx_bytes).hexdigest(),
+        "engine": os.path.abspath(engine_path),
+        "engine_bytes": len(engine_bytes),
+        "tensorrt_module": getattr(trt, "__name__", "tensorrt"),
+        "tensorrt_version": trt_version,
+        "device": device,
+        "explicit_int8_qdq": has_qdq,
+        "strongly_typed": plan["strongly_typed"],
+        "fp16_applied": plan["fp16_applied"],
+        "flags": flags,
+        "precision_notes": plan["notes"],
+        "shapes": shapes,
+        "workspace_mib": int(options.workspace_mib),
+        "builder_optimization_level": options.opt_level,
+        "dla": dla,
+        "timing_cache": cache_info,
+        "num_layers": network.num_layers,
+        "build_seconds": round(time.perf_counter() - t0, 3),
+        "cache_key": cache_key(hashlib.sha256(onnx_bytes).hexdigest(), trt_version, device, options, shapes),
+    }
+
+
+def _load_timing_cache(config: Any, path: Optional[str]) -> Optional[Dict[str, Any]]:
+    if not path:
+        return None
+    data = b""
+    if os.path.isfile(path):
+        with open(path, "rb") as f:
+            data = f.read()
+    cache = config.create_timing_cache(data)
+    # ignore_mismatch=False: a cache from another device/version is rejected rather than misused.
+    config.set_timing_cache(cache, False)
+    return {"path": os.path.abspath(path), "loaded_bytes": len(data)}
+
+
+def _save_timing_cache(config: Any, path: Optional[str], info: Optional[Dict[str, Any]]) -> None:
+    if not path or info is None:
+        return
+    cache = config.get_timing_cache()
+    if cache is None:
+        return
+    data = bytes(memoryview(cache.serialize()))
+    _atomic_write(path, data)
+    info["saved_bytes"] = len(data)
+
+
+def inspect_engine(trt: Any, engine_bytes: bytes, dla_core: Optional[int] = None) -> Optional[Any]:
+    """Per-layer engine information (JSON) from the engine inspector; needs a GPU. None if unavailable."""
+    runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
+    if dla_core is not None:
+        runtime.DLA_core = int(dla_core)  # must be set before deserializing a DLA engine
+    engine = runtime.deserialize_cuda_engine(engine_bytes)
+    if engine is None:
+        return None
+    inspector = engine.create_engine_inspector()
+    text = inspector.get_engine_information(trt.LayerInformationFormat.JSON)
+    try:
+        return json.loads(text)
+    except ValueError:
+        return text
+
+
+def trtexec_command(
+    onnx_path: str,
+    engine_path: str,
+    options: BuildOptions,
+    tensorrt_version: str,
+    input_shapes: Dict[str, Sequence[int]],
+    explicit_int8: bool = True,
+) -> List[str]:
+    """The equivalent `trtexec` build command (argv list) for a TensorRT version.
+
+    Args:
+        input_shapes: input name -> shape without the batch axis, e.g. {"input": [1, 16, 16]}.
+        tensorrt_version: e.g. "10.3" or "11.4"; decides which flags exist.
+        explicit_int8: the ONNX has Q/DQ nodes (--int8 on a graph without them would calibrate with dummy data).
+    Returns:
+        argv for /usr/src/tensorrt/bin/trtexec (JetPack) or trtexec on PATH.
+    """
+    major = int(str(tensorrt_version).split(".")[0])
+
+    def shapes(batch: int) -> str:
+        return ",".join("%s:%s" % (n, "x".join(str(d) for d in [batch] + list(s))) for n, s in input_shapes.items())
+
+    argv = [
+        "trtexec",
+        "--onnx=%s" % onnx_path,
+        "--saveEngine=%s" % engine_path,
+        "--minShapes=%s" % shapes(options.min_batch),
+        "--optShapes=%s" % shapes(options.opt_batch),
+        "--maxShapes=%s" % shapes(options.max_batch),
+        "--memPoolSize=workspace:%dM" % int(options.workspace_mib),
+    ]
+    if options.opt_level is not None:
+        argv.append("--builderOptimizationLevel=%d" % int(options.opt_level))
+    if options.timing_cache:
+        argv.append("--timingCacheFile=%s" % options.timing_cache)
+    if options.dla_core is not None:
+        argv.append("--useDLACore=%d" % int(options.dla_core))
+        if options.gpu_fallback:
+            argv.append("--allowGPUFallback")
+    if options.sparse:
+        argv.append("--sparsity=enable")
+    if major < 11:
+        # --fp16/--int8 were removed in 11.0 (strong typing always on, --stronglyTyped unnecessary).
+        if options.fp16 or options.dla_core is not None:
+            argv += ["--fp16"] + (["--int8"] if explicit_int8 else [])
+        elif major >= 10:
+            argv.append("--stronglyTyped")
+        elif explicit_int8:
+            argv.append("--int8")
+    return argv
+
+
+def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
+    p = argparse.ArgumentParser(prog="trt_builder.py", description="Build a TensorRT engine from ONNX.")
+    p.add_argument("--onnx", required=True)
+    p.add_argument("--engine", required=True)
+    p.add_argument("--min-batch", type=int, default=1)
+    p.add_argument("--opt-batch", type=int, default=1)
+    p.add_argument("--max-batch", type=int, default=8)
+    p.add_argument("--workspace-mib", type=int, default=1024)
+    p.add_argument("--dla-core", type=int, default=None)
+    p.add_argument("--gpu-fallback", action="store_true")
+    p.add_argument("--fp16", action="store_true")
+    p.add_argument("--sparse", action="store_true")
+    p.add_argument("--timing-cache", default=None)
+    p.add_argument("--opt-level", type=int, default=3)
+    p.add_argument("--report", default=None, help="write the build report (JSON) here")
+    args = p.parse_args(argv)
+    if not (1 <= args.min_batch <= args.opt_batch <= args.max_batch):
+        p.error("need 1 <= --min-batch <= --opt-batch <= --max-batch")
+    if not (0 <= args.opt_level <= 5):
+        p.error("--opt-level must be 0..5")
+    return args
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    """CLI entry point: 0 built, 2 bad arguments/ONNX, 3 TensorRT missing."""
+    args = _parse_args(argv)
+    options = BuildOptions(
+        min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
+        workspace_mib=args.workspace_mib, fp16=args.fp16, sparse=args.sparse, dla_core=args.dla_core,
+        gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, timing_cache=args.timing_cache,
+    )
+    try:
+        trt = import_tensorrt()
+    except ImportError as e:
+        print("trt_builder: TensorRT is not importable: %s" % e, file=sys.stderr)
+        return 3
+    try:
+        report = build_engine(args.onnx, args.engine, options, trt=trt)
+    except (BuildError, OSError) as e:
+        print("trt_builder: %s" % e, file=sys.stderr)
+        return 2
+    text = json.dumps(report, indent=2)
+    if args.report:
+        _atomic_write(args.report, (text + "\n").encode("utf-8"))
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,79 @@
+"""The builder's pure logic: trtexec command per TensorRT version, engine cache key, CLI validation."""
+
+from __future__ import annotations
+
+import pytest
+
+from pipeline.build.trt_builder import BuildOptions, cache_key, main, onnx_has_qdq, trtexec_command
+
+SHAPES = {"input": [1, 16, 16]}
+
+
+def test_trtexec_10x_dla_sparse_fp16() -> None:
+    opts = BuildOptions(min_batch=1, opt_batch=1, max_batch=1, workspace_mib=2048, dla_core=0,
+                        gpu_fallback=True, sparse=True, opt_level=4, timing_cache="timing.cache", fp16=True)
+    argv = trtexec_command("m.onnx", "m.engine", opts, "10.3", SHAPES)
+    assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
+    for flag in ["--minShapes=input:1x1x16x16", "--maxShapes=input:1x1x16x16", "--memPoolSize=workspace:2048M",
+                 "--builderOptimizationLevel=4", "--timingCacheFile=timing.cache", "--useDLACore=0",
+                 "--allowGPUFallback", "--sparsity=enable", "--fp16", "--int8"]:
+        assert flag in argv, flag
+    assert "--stronglyTyped" not in argv
+
+
+def test_trtexec_10x_strongly_typed_without_fp16() -> None:
+    argv = trtexec_command("m.onnx", "m.engine", BuildOptions(max_batch=8), "10.16", SHAPES)
+    assert "--stronglyTyped" in argv and "--fp16" not in argv and "--int8" not in argv
+    assert "--optShapes=input:1x1x16x16" in argv and "--maxShapes=input:8x1x16x16" in argv
+
+
+def test_trtexec_11x_has_no_precision_flags() -> None:
+    opts = BuildOptions(fp16=True, sparse=True, dla_core=None)
+    argv = trtexec_command("m.onnx", "m.engine", opts, "11.4", SHAPES)
+    assert not {"--fp16", "--int8", "--best", "--stronglyTyped"} & set(argv)
+    assert "--sparsity=enable" in argv and "--useDLACore=0" not in argv
+
+
+def test_trtexec_fp32_graph_gets_no_int8() -> None:
+    argv = trtexec_command("m.onnx", "m.engine", BuildOptions(fp16=True), "10.3", SHAPES, explicit_int8=False)
+    assert "--fp16" in argv and "--int8" not in argv
+
+
+def test_cache_key_changes_with_every_component() -> None:
+    dev = {"name": "Orin", "compute_capability": "8.7"}
+    shapes = {"input": {"min": [1, 1, 16, 16], "opt": [1, 1, 16, 16], "max": [8, 1, 16, 16]}}
+    base = cache_key("a" * 64, "10.3.0", dev, BuildOptions(), shapes)
+    assert base == cache_key("a" * 64, "10.3.0", dict(dev), BuildOptions(timing_cache="elsewhere"), shapes)
+    variants = [
+        cache_key("b" * 64, "10.3.0", dev, BuildOptions(), shapes),
+        cache_key("a" * 64, "10.3.1", dev, BuildOptions(), shapes),
+        cache_key("a" * 64, "10.3.0", {"name": "Orin", "compute_capability": "8.6"}, BuildOptions(), shapes),
+        cache_key("a" * 64, "10.3.0", dev, BuildOptions(fp16=True), shapes),
+        cache_key("a" * 64, "10.3.0", dev, BuildOptions(), {"input": dict(shapes["input"], max=[4, 1, 16, 16])}),
+    ]
+    assert len({base, *variants}) == 6
+
+
+def test_onnx_has_qdq() -> None:
+    assert onnx_has_qdq(b"\x08\x01...DequantizeLinear...") and not onnx_has_qdq(b"Conv Relu Gemm")
+
+
+@pytest.mark.parametrize("argv", [
+    ["--min-batch", "4", "--opt-batch", "2", "--max-batch", "8"],
+    ["--opt-level", "7"],
+])
+def test_cli_rejects_bad_arguments(argv: list[str]) -> None:
+    with pytest.raises(SystemExit) as e:
+        main(["--onnx", "m.onnx", "--engine", "m.engine", *argv])
+    assert e.value.code == 2
+
+
+def test_cli_without_tensorrt_exits_3(monkeypatch, capsys) -> None:
+    import pipeline.build.trt_builder as tb
+
+    def no_trt():
+        raise ImportError("No module named 'tensorrt'")
+
+    monkeypatch.setattr(tb, "import_tensorrt", no_trt)
+    assert main(["--onnx", "m.onnx", "--engine", "m.engine"]) == 3
+    assert "TensorRT is not importable" in capsys.readouterr().err
