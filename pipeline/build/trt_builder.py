@@ -308,6 +308,9 @@ def build_engine(
         config.set_flag(flag)
     if options.opt_level is not None and hasattr(config, "builder_optimization_level"):
         config.builder_optimization_level = int(options.opt_level)
+    if device:
+        # Detailed layer records let the engine inspector show what each layer became (and where DLA ran).
+        config.profiling_verbosity = trt.ProfilingVerbosity.DETAILED
 
     cache_info = _load_timing_cache(config, options.timing_cache)
     serialized = builder.build_serialized_network(network, config)
@@ -316,6 +319,12 @@ def build_engine(
     engine_bytes = bytes(memoryview(serialized))
     _atomic_write(engine_path, engine_bytes)
     _save_timing_cache(config, options.timing_cache, cache_info)
+    engine_layers = None
+    if device:  # deserializing needs a GPU; tensorrt_rtx on a CPU has none
+        try:
+            engine_layers = summarize_layers(inspect_engine(trt, engine_bytes, options.dla_core))
+        except Exception as e:  # noqa: BLE001 - the inspector is a report, never a reason to fail a build
+            engine_layers = {"error": str(e)}
 
     trt_version = str(trt.__version__)
     return {
@@ -336,6 +345,7 @@ def build_engine(
         "builder_optimization_level": options.opt_level,
         "dla": dla,
         "timing_cache": cache_info,
+        "engine_layers": engine_layers,
         "num_layers": network.num_layers,
         "build_seconds": round(time.perf_counter() - t0, 3),
         "cache_key": cache_key(hashlib.sha256(onnx_bytes).hexdigest(), trt_version, device, options, shapes),
@@ -382,56 +392,19 @@ def inspect_engine(trt: Any, engine_bytes: bytes, dla_core: Optional[int] = None
         return text
 
 
-def trtexec_command(
-    onnx_path: str,
-    engine_path: str,
-    options: BuildOptions,
-    tensorrt_version: str,
-    input_shapes: Dict[str, Sequence[int]],
-    explicit_int8: bool = True,
-) -> List[str]:
-    """The equivalent `trtexec` build command (argv list) for a TensorRT version.
+def summarize_layers(info: Any) -> Optional[Dict[str, Any]]:
+    """Layer count, names and the DLA-run subgraphs from engine-inspector JSON.
 
-    Args:
-        input_shapes: input name -> shape without the batch axis, e.g. {"input": [1, 16, 16]}.
-        tensorrt_version: e.g. "10.3" or "11.4"; decides which flags exist.
-        explicit_int8: the ONNX has Q/DQ nodes (--int8 on a graph without them would calibrate with dummy data).
-    Returns:
-        argv for /usr/src/tensorrt/bin/trtexec (JetPack) or trtexec on PATH.
+    TensorRT fuses what runs on DLA into "ForeignNode" layers; everything else ran on the GPU.
     """
-    major = int(str(tensorrt_version).split(".")[0])
-
-    def shapes(batch: int) -> str:
-        return ",".join("%s:%s" % (n, "x".join(str(d) for d in [batch] + list(s))) for n, s in input_shapes.items())
-
-    argv = [
-        "trtexec",
-        "--onnx=%s" % onnx_path,
-        "--saveEngine=%s" % engine_path,
-        "--minShapes=%s" % shapes(options.min_batch),
-        "--optShapes=%s" % shapes(options.opt_batch),
-        "--maxShapes=%s" % shapes(options.max_batch),
-        "--memPoolSize=workspace:%dM" % int(options.workspace_mib),
-    ]
-    if options.opt_level is not None:
-        argv.append("--builderOptimizationLevel=%d" % int(options.opt_level))
-    if options.timing_cache:
-        argv.append("--timingCacheFile=%s" % options.timing_cache)
-    if options.dla_core is not None:
-        argv.append("--useDLACore=%d" % int(options.dla_core))
-        if options.gpu_fallback:
-            argv.append("--allowGPUFallback")
-    if options.sparse:
-        argv.append("--sparsity=enable")
-    if major < 11:
-        # --fp16/--int8 were removed in 11.0 (strong typing always on, --stronglyTyped unnecessary).
-        if options.fp16 or options.dla_core is not None:
-            argv += ["--fp16"] + (["--int8"] if explicit_int8 else [])
-        elif major >= 10:
-            argv.append("--stronglyTyped")
-        elif explicit_int8:
-            argv.append("--int8")
-    return argv
+    if not isinstance(info, dict):
+        return None if info is None else {"raw": str(info)[:2000]}
+    # (not named `layer`: that name is reserved for trt.ILayer objects, see TRT_OBJECT_NAMES)
+    records = info.get("Layers") or []
+    names = [rec.get("Name", "") if isinstance(rec, dict) else str(rec) for rec in records]
+    on_dla = [n for n, rec in zip(names, records)
+              if "ForeignNode" in n or (isinstance(rec, dict) and "DLA" in str(rec.get("LayerType", "")))]
+    return {"count": len(names), "names": names, "dla_subgraphs": on_dla}
 
 
 def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:

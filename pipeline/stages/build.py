@@ -1,22 +1,19 @@
 """Pipeline stage `build`: turn the final ONNX into a TensorRT engine for TensorRT targets.
 
-Interface for the pipeline runner (pipeline/runner.py):
-
+    run(inputs: StageInputs, cfg: None, workdir: Path) -> Artifact      (the runner's stage protocol)
     build_for_target(onnx_path: Path, target: Target, workdir: Path, calib_x: np.ndarray | None = None,
-                     force: bool = False) -> dict
-    run(inputs: dict, cfg: Any, workdir: Path) -> dict
-        inputs: {"onnx": Path, "target": Target | str, "calib_x": np.ndarray | None (optional)}
+                     force: bool = False) -> dict                       (the same, without the runner)
 
-Both return {"status": "done" | "cached" | "skipped", "reason": str | None,
-             "artifact": {"path": Path} | None, "metrics": {...}, "trtexec": [argv] | None}.
+build_for_target returns {"status": "done" | "cached" | "skipped", "reason": str | None,
+"artifact": {"path": Path} | None, "metrics": {...}, "trtexec": [argv] | None}:
 - onnxruntime targets: "skipped" (nothing to build: ONNX Runtime serves the ONNX as is).
-- tensorrt targets, TensorRT + a CUDA GPU here: the engine is built (or reused: file name carries the
+- tensorrt targets, TensorRT + a CUDA GPU here: the engine is built (or reused: its file name carries the
   cache key = ONNX sha256 + TensorRT version + device + flags + shapes), then compared with ONNX Runtime on
   `calib_x` (parity: max abs diff, top-1 agreement) under metrics["parity"].
-- tensorrt targets without TensorRT or a GPU: "skipped" with the reason, plus the `trtexec` and
-  `trt_builder.py` commands to build on the device (metrics["device_build_command"]).
-Everything written goes under `workdir` (the run's build/ folder): model_<key>.engine, build_report.json,
-timing.cache.
+- tensorrt targets without TensorRT or a GPU: "skipped" with the reason, plus the `trtexec` argv and the
+  `trt_builder.py` command to build on the device (metrics["device_build_command"]).
+run() builds the quantize stage's QDQ ONNX, checks parity on the first PARITY_SAMPLES test images, and
+always writes workdir/build_report.json (the primary file when nothing was built; the engine otherwise).
 """
 
 from __future__ import annotations
@@ -28,7 +25,7 @@ import numpy as np
 
 from pipeline.errors import UserError
 from pipeline.fileio import sha256_file, write_json
-from pipeline.targets import Target, load_target
+from pipeline.targets import Target
 
 PARITY_SAMPLES = 64
 
@@ -105,12 +102,14 @@ def build_for_target(
                 "artifact": None, "metrics": {}, "trtexec": None}
     if not onnx_path.is_file():
         raise UserError(f"build stage: ONNX not found: {onnx_path}")
-    from pipeline.build.trt_builder import cache_key, trtexec_command
+    from pipeline.build.trt_builder import cache_key, onnx_has_qdq
+    from pipeline.build.trtexec import trtexec_command
 
     options = build_options_for(target, workdir)
     in_shapes = onnx_input_shapes(onnx_path)
     spec = target.tensorrt
-    argv = trtexec_command(onnx_path.name, "model.engine", options, spec.tensorrt_version, in_shapes)
+    argv = trtexec_command(onnx_path.name, "model.engine", options, spec.tensorrt_version, in_shapes,
+                           explicit_int8=onnx_has_qdq(onnx_path.read_bytes()))
     device_cmd = ["python3", "trt_builder.py", "--onnx", onnx_path.name, "--engine", "model.engine",
                   "--min-batch", str(options.min_batch), "--opt-batch", str(options.opt_batch),
                   "--max-batch", str(options.max_batch), "--workspace-mib", str(options.workspace_mib),
@@ -165,12 +164,50 @@ def engine_parity(onnx_path: Path, engine_path: Path, x: np.ndarray, options: An
         runner.close()
 
 
-def run(inputs: dict[str, Any], cfg: Any, workdir: Path) -> dict[str, Any]:
-    """Pipeline stage entry point (see the module docstring for `inputs`)."""
-    target = inputs.get("target")
-    if isinstance(target, str):
-        target = load_target(target)
-    if not isinstance(target, Target):
-        raise UserError("build stage: inputs['target'] must be a Target or a target name")
-    return build_for_target(Path(inputs["onnx"]), target, Path(workdir), inputs.get("calib_x"),
-                            bool(inputs.get("force", False)))
+def run(inputs: Any, cfg: Any, workdir: Path) -> Any:
+    """Pipeline stage entry point (pipeline.stages.base protocol): build the quantized ONNX for the target.
+
+    Args:
+        inputs: StageInputs; uses artifact("quantize").path, target, data.test_x (parity samples).
+        cfg: unused (the target file carries every build setting).
+        workdir: the stage's folder.
+    Returns:
+        Artifact: files {"engine", "report"} (primary "engine") when built, else {"report"} with status
+        "skipped" and metrics["reason"].
+    """
+    from pipeline.stages.base import Artifact
+
+    workdir = Path(workdir)
+    target = inputs.target
+    onnx_path = Path(inputs.artifact("quantize").path)
+    calib = getattr(inputs.data, "test_x", None) if target.runtime == "tensorrt" else None
+    result = build_for_target(onnx_path, target, workdir, calib)
+    metrics = _jsonable(dict(result["metrics"], trtexec=result["trtexec"]))
+    metrics.pop("build", None)
+    report_path = workdir / "build_report.json"
+    if result["status"] == "skipped":
+        metrics["reason"] = result["reason"]
+        write_json(report_path, dict(metrics, status="skipped", target=target.name))
+        return Artifact({"report": report_path}, "report", metrics, "skipped")
+    build = result["metrics"].get("build", {})
+    metrics["build"] = {k: build.get(k) for k in (
+        "tensorrt_version", "device", "strongly_typed", "fp16_applied", "flags", "precision_notes", "shapes",
+        "workspace_mib", "builder_optimization_level", "dla", "build_seconds", "engine_bytes", "cache_key",
+        "engine_runs_on_target")}
+    parity = metrics.get("parity")
+    metrics["summary"] = "engine built with TensorRT %s on %s" % (
+        build.get("tensorrt_version"), (build.get("device") or {}).get("name", "?")) + (
+        "; parity vs ONNX Runtime: max abs diff %.4g, top-1 agreement %.1f%%"
+        % (parity["max_abs_diff"], 100 * parity["top1_agreement"]) if parity else "")
+    return Artifact({"engine": Path(result["artifact"]["path"]), "report": report_path}, "engine", metrics,
+                    "done")
+
+
+def _jsonable(obj: Any) -> Any:
+    if isinstance(obj, dict):
+        return {k: _jsonable(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [_jsonable(v) for v in obj]
+    if isinstance(obj, Path):
+        return str(obj)
+    return obj

@@ -78,13 +78,22 @@ def test_onnxruntime_target_is_a_pass_through(tmp_path: Path) -> None:
 
 @pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_target_without_tensorrt_is_skipped_with_commands(tmp_path: Path) -> None:
+    import json
+
+    from pipeline.stages.base import Artifact, StageInputs
+
     onnx_path = _onnx(tmp_path / "model_int8.onnx")
-    r = stage.run({"onnx": onnx_path, "target": "jetson-orin-nx"}, None, tmp_path / "build")
-    assert r["status"] == "skipped" and "TensorRT is not installed" in r["reason"]
-    argv = r["trtexec"]
+    inputs = StageInputs({"quantize": Artifact({"model": onnx_path}, "model")}, None, load_target("jetson-orin-nx"),
+                         None, tmp_path, tmp_path, print)
+    work = tmp_path / "build"
+    art = stage.run(inputs, None, work)
+    assert art.status == "skipped" and "TensorRT is not installed" in art.metrics["reason"]
+    argv = art.metrics["trtexec"]
     assert "--useDLACore=0" in argv and "--maxShapes=input:1x1x16x16" in argv and "--fp16" in argv
-    cmd = r["metrics"]["device_build_command"]
+    cmd = art.metrics["device_build_command"]
     assert cmd[:2] == ["python3", "trt_builder.py"] and "--dla-core" in cmd and "--gpu-fallback" in cmd
+    assert art.path == work / "build_report.json"
+    assert json.loads(art.path.read_text())["trtexec"] == argv  # JSON-able, what the manifest records
 
 
 def test_missing_onnx_is_a_user_error(tmp_path: Path) -> None:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.build.trt_builder import BuildOptions, cache_key, main, onnx_has_qdq, trtexec_command
+from pipeline.build.trt_builder import BuildOptions, cache_key, main, onnx_has_qdq, summarize_layers
+from pipeline.build.trtexec import trtexec_command
 
 SHAPES = {"input": [1, 16, 16]}
 
@@ -77,3 +78,11 @@ def test_cli_without_tensorrt_exits_3(monkeypatch, capsys) -> None:
     monkeypatch.setattr(tb, "import_tensorrt", no_trt)
     assert main(["--onnx", "m.onnx", "--engine", "m.engine"]) == 3
     assert "TensorRT is not importable" in capsys.readouterr().err
+
+
+def test_summarize_layers_finds_dla_subgraphs() -> None:
+    info = {"Layers": [{"Name": "{ForeignNode[/stem/Conv.../pw/Conv]}", "LayerType": "DLA"},
+                       {"Name": "/head/Gemm", "LayerType": "CaskGemmConvolution"}]}
+    s = summarize_layers(info)
+    assert s["count"] == 2 and s["dla_subgraphs"] == ["{ForeignNode[/stem/Conv.../pw/Conv]}"]
+    assert summarize_layers({"Layers": ["a", "b"]})["dla_subgraphs"] == [] and summarize_layers(None) is None
