@@ -1,0 +1,246 @@
+"""The pipeline config: one YAML file validated into frozen, typed sections.
+
+Every section has defaults for every field, so `teacher`, `student` and `data` are all a config
+needs. Unknown keys are errors that list the allowed keys; values outside their range say what is
+allowed. Relative paths are relative to the config file's folder, which is also put on the import
+path so a `models.py` beside the config can provide `factory: "models:make_teacher"`.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Literal, Optional, Union
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from pipeline.errors import UserError
+from pipeline.validation import load_mapping, validate_model
+
+_STRICT = ConfigDict(extra="forbid", frozen=True)
+BUILTIN_MODELS = ("resnet_teacher", "mobilenetv2_student")
+BUILTIN_DATA = ("digits",)
+
+
+class BuiltinModel(BaseModel):
+    """A model shipped with edgepipe (`resnet_teacher`, `mobilenetv2_student`)."""
+
+    model_config = _STRICT
+    builtin: Literal["resnet_teacher", "mobilenetv2_student"]
+    weights: Optional[str] = None  # a state_dict (.pt loaded with weights_only=True, or .safetensors)
+    width: float = Field(1.0, gt=0, le=4)  # channel multiplier
+
+
+class FactoryModel(BaseModel):
+    """A user model: `module:function` returning an nn.Module, called with `num_classes`/`in_channels` if it takes them."""
+
+    model_config = _STRICT
+    factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
+    weights: Optional[str] = None
+    kwargs: dict = {}
+
+
+ModelSpec = Union[BuiltinModel, FactoryModel]
+
+
+class BuiltinData(BaseModel):
+    """scikit-learn's bundled handwritten digits, upsampled, with a fixed stratified split."""
+
+    model_config = _STRICT
+    builtin: Literal["digits"]
+    image_size: int = Field(16, ge=8, le=64)  # digits are 8x8; upsampled so the teacher is a real workload
+    split_seed: int = 0
+
+
+class NpzData(BaseModel):
+    """User data: npz files with `x` float32 NCHW and `y` int64 (unlabeled: `x` only)."""
+
+    model_config = _STRICT
+    train: str
+    val: str
+    test: Optional[str] = None  # held-out split for final accuracy; `val` is used when absent
+    unlabeled: Optional[str] = None  # extra images the student learns from through the teacher alone
+    mean: Optional[list[float]] = None  # per-channel normalisation applied to x (recorded in the manifest)
+    std: Optional[list[float]] = None
+
+    @model_validator(mode="after")
+    def _norm(self) -> "NpzData":
+        if (self.mean is None) != (self.std is None):
+            raise ValueError("give both mean and std, or neither")
+        if self.std is not None and any(s <= 0 for s in self.std):
+            raise ValueError(f"std must be > 0, got {self.std}")
+        return self
+
+
+class TrainTeacherConfig(BaseModel):
+    """Training a teacher when none with weights is given."""
+
+    model_config = _STRICT
+    epochs: int = Field(12, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.003, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+
+
+class DistillConfig(BaseModel):
+    """Hinton knowledge distillation: T^2 * KL(student_T || teacher_T) * (1 - alpha) + alpha * CE."""
+
+    model_config = _STRICT
+    epochs: int = Field(40, ge=1, le=1000)
+    batch_size: int = Field(64, ge=1)
+    lr: float = Field(0.01, gt=0)
+    weight_decay: float = Field(5e-4, ge=0)
+    temperature: float = Field(4.0, gt=0)
+    alpha: float = Field(0.3, ge=0, le=1)  # weight of the label loss; 0 = teacher's soft labels alone
+    labeled_fraction: float = Field(1.0, gt=0, le=1)  # fraction of train labels the student may see
+    compare_scratch: bool = True  # also train the student from scratch with the same budget
+    # Also measure KD vs scratch when only this fraction of images is labeled (the teacher labels the rest).
+    label_scarce_fraction: Optional[float] = Field(None, gt=0, lt=1)
+
+
+class PruneConfig(BaseModel):
+    """Dependency-aware structured channel pruning with Torch-Pruning, then a KD fine-tune."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    ratio: float = Field(0.5, ge=0, lt=1)  # fraction of channels removed in each prunable group
+    importance: Literal["l1", "l2", "random"] = "l2"
+    global_pruning: bool = False
+    round_to: Optional[int] = Field(None, ge=1)  # keep channel counts multiples of this (SIMD / tensor cores)
+    iterative_steps: int = Field(1, ge=1, le=50)
+    finetune_epochs: int = Field(15, ge=0, le=1000)
+    lr: float = Field(0.005, gt=0)
+    max_accuracy_drop: float = Field(2.0, ge=0)  # percentage points vs the unpruned student
+
+
+class ExportConfig(BaseModel):
+    """torch -> ONNX with a dynamic batch axis, checked and simplified, then compared with PyTorch."""
+
+    model_config = _STRICT
+    opset: int = Field(17, ge=13, le=23)
+    simplify: bool = True
+    dynamo: bool = False  # the TorchScript exporter is 10-20x faster here and needs no onnxscript
+    atol: float = Field(1e-3, gt=0)  # max |onnx - torch| on logits
+    min_top1_agreement: float = Field(0.99, ge=0, le=1)
+
+
+class QuantizeConfig(BaseModel):
+    """Static INT8 PTQ to QDQ ONNX with ONNX Runtime's calibration; the scheme comes from the target."""
+
+    model_config = _STRICT
+    enabled: bool = True
+    method: Literal["minmax", "entropy", "percentile"] = "minmax"
+    calibration_samples: int = Field(256, ge=1)
+    max_accuracy_drop: float = Field(1.0, ge=0)  # percentage points vs the FP32 student, held-out split
+    min_top1_agreement: float = Field(0.95, ge=0, le=1)  # vs the FP32 ONNX
+    # When the budget is missed: retry keeping the most sensitive layers (first conv, classifier) in float.
+    fallback: bool = True
+    exclude_nodes: list[str] = []
+
+
+class BenchmarkConfig(BaseModel):
+    """Latency of teacher FP32, student FP32 and the final model, interleaved in one run."""
+
+    model_config = _STRICT
+    warmup: int = Field(30, ge=0)
+    iterations: int = Field(300, ge=200)
+    threads: Optional[int] = Field(None, ge=1)
+    batches: Optional[list[int]] = None  # default: the target's benchmark_batches
+
+    @field_validator("batches")
+    @classmethod
+    def _positive(cls, v):
+        if v is not None and (not v or any(b < 1 for b in v)):
+            raise ValueError(f"batches must be a non-empty list of integers >= 1, got {v}")
+        return v
+
+
+class PipelineConfig(BaseModel):
+    """The whole pipeline config file."""
+
+    model_config = _STRICT
+    name: str = "edgepipe-run"
+    seed: int = 0
+    num_classes: Optional[int] = Field(None, ge=2)  # default: inferred from the labels
+    teacher: ModelSpec
+    student: ModelSpec
+    data: Union[BuiltinData, NpzData]
+    train_teacher: TrainTeacherConfig = TrainTeacherConfig()
+    distill: DistillConfig = DistillConfig()
+    prune: PruneConfig = PruneConfig()
+    export: ExportConfig = ExportConfig()
+    quantize: QuantizeConfig = QuantizeConfig()
+    benchmark: BenchmarkConfig = BenchmarkConfig()
+
+
+def load_config(path: str | os.PathLike) -> tuple[PipelineConfig, Path]:
+    """Load and validate a pipeline config.
+
+    Args:
+        path: the YAML (or TOML) config file.
+    Returns:
+        (config, folder of the config file). Relative paths in the config are relative to that folder.
+    Raises:
+        UserError: missing file, parse error, unknown key, bad value, missing data/weights file.
+    """
+    p = Path(path)
+    data = load_mapping(p, "pipeline config")
+    for key in ("teacher", "student", "data"):
+        if key in data and not isinstance(data[key], dict):
+            raise UserError(f"{p}: {key} must be a mapping such as {{builtin: ...}}, got {data[key]!r}")
+        if isinstance(data.get(key), dict):
+            _check_union_keys(p, key, data[key])
+    cfg = validate_model(PipelineConfig, data, str(p))
+    base = p.resolve().parent
+    _check_files(cfg, base, p)
+    return cfg, base
+
+
+def _check_union_keys(path: Path, key: str, section: dict) -> None:
+    # Pick the union member from its tag so errors speak of one shape, not every alternative.
+    if key == "data":
+        if "builtin" in section:
+            allowed, kind = BuiltinData.model_fields, "builtin data"
+            if section["builtin"] not in BUILTIN_DATA:
+                raise UserError(f"{path}: data.builtin = {section['builtin']!r}: allowed: {', '.join(BUILTIN_DATA)}")
+        elif "train" in section:
+            allowed, kind = NpzData.model_fields, "npz data"
+        else:
+            raise UserError(f"{path}: data needs 'builtin: digits' or 'train:'/'val:' npz paths, got keys {sorted(section)}")
+    else:
+        if "builtin" in section:
+            allowed, kind = BuiltinModel.model_fields, "builtin model"
+            if section["builtin"] not in BUILTIN_MODELS:
+                raise UserError(
+                    f"{path}: {key}.builtin = {section['builtin']!r}: allowed: {', '.join(BUILTIN_MODELS)}"
+                )
+        elif "factory" in section:
+            allowed, kind = FactoryModel.model_fields, "factory model"
+        else:
+            raise UserError(
+                f"{path}: {key} needs 'builtin: NAME' ({', '.join(BUILTIN_MODELS)}) or 'factory: module:function', "
+                f"got keys {sorted(section)}"
+            )
+    unknown = sorted(set(section) - set(allowed))
+    if unknown:
+        raise UserError(
+            f"{path}: unknown key '{key}.{unknown[0]}' for a {kind} (allowed: {', '.join(sorted(allowed))})"
+        )
+
+
+def resolve(base: Path, rel: str) -> Path:
+    """Resolve a config path relative to the config file's folder."""
+    p = Path(os.path.expanduser(rel))
+    return p if p.is_absolute() else base / p
+
+
+def _check_files(cfg: PipelineConfig, base: Path, cfg_path: Path) -> None:
+    checks: list[tuple[str, Optional[str]]] = [
+        ("teacher.weights", cfg.teacher.weights),
+        ("student.weights", cfg.student.weights),
+    ]
+    if isinstance(cfg.data, NpzData):
+        checks += [(f"data.{k}", getattr(cfg.data, k)) for k in ("train", "val", "test", "unlabeled")]
+    for field, rel in checks:
+        if rel is not None and not resolve(base, rel).is_file():
+            raise UserError(f"{cfg_path}: {field} = {rel!r}: file not found: {resolve(base, rel)}")

@@ -1,0 +1,92 @@
+"""Built-in models and loading of users' models (factories and weights)."""
+
+from __future__ import annotations
+
+import importlib
+import inspect
+import sys
+from pathlib import Path
+from typing import Any
+
+from pipeline.errors import UserError
+
+BUILTINS = {
+    "resnet_teacher": ("pipeline.models.resnet", "make_resnet_teacher"),
+    "mobilenetv2_student": ("pipeline.models.mobilenetv2", "make_mobilenetv2_student"),
+}
+
+
+def build_model(spec: Any, num_classes: int, in_channels: int, base: Path, role: str) -> Any:
+    """Instantiate the model a config section describes (weights not loaded).
+
+    Args:
+        spec: a `BuiltinModel` or `FactoryModel` config section.
+        num_classes: classes in the data.
+        in_channels: image channels in the data.
+        base: the config file's folder (put on sys.path so `models.py` beside it imports).
+        role: "teacher" or "student", for messages.
+    Returns:
+        The `nn.Module`.
+    """
+    import torch.nn as nn
+
+    if getattr(spec, "builtin", None):
+        mod_name, fn_name = BUILTINS[spec.builtin]
+        fn = getattr(importlib.import_module(mod_name), fn_name)
+        return fn(num_classes=num_classes, in_channels=in_channels, width=spec.width)
+    mod_name, fn_name = spec.factory.split(":")
+    if str(base) not in sys.path:
+        sys.path.insert(0, str(base))
+    try:
+        mod = importlib.import_module(mod_name)
+    except ImportError as e:
+        raise UserError(f"{role}.factory = {spec.factory!r}: cannot import module {mod_name!r} ({e})") from None
+    fn = getattr(mod, fn_name, None)
+    if not callable(fn):
+        raise UserError(f"{role}.factory = {spec.factory!r}: module {mod_name!r} has no function {fn_name!r}")
+    kwargs = dict(spec.kwargs)
+    params = inspect.signature(fn).parameters
+    for k, v in (("num_classes", num_classes), ("in_channels", in_channels)):
+        if k in params and k not in kwargs:
+            kwargs[k] = v
+    try:
+        model = fn(**kwargs)
+    except TypeError as e:
+        raise UserError(f"{role}.factory = {spec.factory!r} failed with kwargs {kwargs}: {e}") from None
+    if not isinstance(model, nn.Module):
+        raise UserError(f"{role}.factory = {spec.factory!r} returned {type(model).__name__}, not a torch.nn.Module")
+    return model
+
+
+def load_weights(model: Any, path: Path, role: str) -> None:
+    """Load a state_dict into `model` safely (safetensors, or torch.load with weights_only=True).
+
+    Raises:
+        UserError: missing/corrupt file or keys/shapes that do not fit the model.
+    """
+    import torch
+
+    if not path.is_file():
+        raise UserError(f"{role}.weights: file not found: {path}")
+    try:
+        if path.suffix == ".safetensors":
+            from safetensors.torch import load_file
+
+            state = load_file(str(path))
+        else:
+            state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise UserError(f"{role}.weights: cannot read {path} as a state_dict: {e}") from None
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict):
+        raise UserError(f"{role}.weights: {path} holds a {type(state).__name__}, not a state_dict")
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as e:
+        raise UserError(f"{role}.weights: {path} does not fit the {role} model: {str(e).splitlines()[0]}") from None
+
+
+def count_params(model: Any) -> int:
+    """Number of parameters."""
+    return int(sum(p.numel() for p in model.parameters()))

@@ -1,0 +1,220 @@
+"""Run the stages in registry order with caching, and write `manifest.json`.
+
+Each stage works in a scratch folder (`DIR/.work/<stage>`); only when it succeeds is its record
+written and the folder swapped in as `DIR/<stage>`. A failed or interrupted stage therefore leaves
+every earlier result, and its own previous result, untouched.
+"""
+
+from __future__ import annotations
+
+import shutil
+import sys
+import time
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from pipeline import __version__
+from pipeline.cache import load_record, save_record, stage_key, tool_versions
+from pipeline.errors import UserError
+from pipeline.fileio import atomic_path, sha256_file, write_json
+from pipeline.stages import STAGES
+from pipeline.stages.base import Artifact, StageInputs
+
+
+def _logger(quiet: bool) -> Callable[..., None]:
+    """A progress printer on stderr: `log(msg)` prints text as is; `log(msg, markup=True)` styles it."""
+    if quiet:
+        return lambda msg, markup=False: None
+    try:
+        from rich.console import Console
+        from rich.markup import escape
+
+        console = Console(stderr=True, highlight=False)
+
+        def log(msg: str, markup: bool = False) -> None:
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg if markup else escape(msg)}")
+
+        return log
+    except ImportError:  # pragma: no cover
+        return lambda msg, markup=False: print(msg, file=sys.stderr, flush=True)
+
+
+def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: bool = False, quiet: bool = False) -> dict:
+    """Run every stage for `target` into `out_dir`, reusing finished stages.
+
+    Args:
+        config_path: the pipeline YAML.
+        target: a target name from `targets/` or a target file path.
+        out_dir: the run directory.
+        force: redo every stage even when its cache is valid.
+        quiet: no progress output.
+    Returns:
+        The manifest (also written to `out_dir/manifest.json`).
+    """
+    from pipeline.config import load_config
+    from pipeline.data import load_data
+    from pipeline.targets import load_target
+
+    log = _logger(quiet)
+    cfg, base = load_config(config_path)
+    tgt = load_target(target)
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}", markup=True)
+    data = load_data(cfg.data, base)
+    _check_models_fit(cfg, data, base)
+    _save_eval_data(out, data)
+    versions = tool_versions()
+    common = {"data": data.digest(), "seed": cfg.seed, "teacher": _model_id(cfg.teacher, base),
+              "student": _model_id(cfg.student, base), "versions": versions}
+    artifacts: dict[str, Artifact] = {}
+    records: list[dict] = []
+    total0 = time.perf_counter()
+    for entry in STAGES:
+        section = getattr(cfg, entry.config_key) if entry.config_key else None
+        parts = {
+            "stage": entry.name, **common,
+            "config": section.model_dump() if section is not None else None,
+            "extra": {k: getattr(cfg, k).model_dump() for k in entry.extra_config},
+            "inputs": {n: {r: sha256_file(p) for r, p in artifacts[n].files.items()} for n in entry.needs},
+            "target": tgt.model_dump() if entry.uses_target else None,
+        }
+        key = stage_key(parts)
+        stage_dir = out / entry.name
+        rec = None if force else load_record(stage_dir, key)
+        if rec is not None:
+            art = Artifact({r: stage_dir / f["path"] for r, f in rec["files"].items()}, rec["primary"], rec["metrics"],
+                           rec["status"])
+            artifacts[entry.name] = art
+            records.append(_manifest_stage(entry.name, "cached", 0.0, art, out))
+            log(f"[green]✓[/green] {entry.name}: cached", markup=True)
+            continue
+        log(f"[bold cyan]▶ {entry.name}[/bold cyan]: {entry.description}", markup=True)
+        work = out / ".work" / entry.name
+        shutil.rmtree(work, ignore_errors=True)
+        work.mkdir(parents=True)
+        inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log)
+        t0 = time.perf_counter()
+        try:
+            art = entry.load()(inputs, section, work)
+        except BaseException:
+            shutil.rmtree(work, ignore_errors=True)
+            _write_manifest(out, tgt, cfg, config_path, records, versions, None, failed=entry.name)
+            raise
+        seconds = time.perf_counter() - t0
+        files = {r: Path(p) for r, p in art.files.items()}
+        save_record(work, key, files, art.primary, art.metrics, art.status, seconds)
+        _swap_in(work, stage_dir)
+        art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
+        artifacts[entry.name] = art
+        records.append(_manifest_stage(entry.name, art.status, seconds, art, out))
+        log(f"[green]✓[/green] {entry.name}: {art.status} in {seconds:.1f} s", markup=True)
+    shutil.rmtree(out / ".work", ignore_errors=True)
+    final = _final(out, artifacts, data, tgt)
+    manifest = _write_manifest(out, tgt, cfg, config_path, records, versions, final)
+    manifest["pipeline_seconds"] = round(time.perf_counter() - total0, 2)
+    log(f"[bold green]done[/bold green] in {manifest['pipeline_seconds']:.1f} s: final accuracy "
+        f"{final['accuracy'] * 100:.2f}%, p50 {final['latency_ms']['p50']:.3f} ms → {out / 'manifest.json'}", markup=True)
+    return manifest
+
+
+def _swap_in(work: Path, stage_dir: Path) -> None:
+    old = work.parent / f"{stage_dir.name}.old"
+    shutil.rmtree(old, ignore_errors=True)
+    if stage_dir.exists():
+        stage_dir.rename(old)
+    work.rename(stage_dir)
+    shutil.rmtree(old, ignore_errors=True)
+
+
+def _model_id(spec: Any, base: Path) -> dict:
+    """What identifies a model definition: its config, and a user factory's source file hash."""
+    ident = spec.model_dump()
+    if getattr(spec, "weights", None):
+        from pipeline.config import resolve
+
+        ident["weights_sha256"] = sha256_file(resolve(base, spec.weights))
+    if getattr(spec, "factory", None):
+        mod = spec.factory.split(":")[0]
+        cand = base / (mod.replace(".", "/") + ".py")
+        if cand.is_file():
+            ident["source_sha256"] = sha256_file(cand)
+    return ident
+
+
+def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
+    """Fail early, with a clear message, when the data's images do not fit the models."""
+    import torch
+
+    from pipeline.models import build_model
+
+    for role in ("teacher", "student"):
+        model = build_model(getattr(cfg, role), data.num_classes, data.input_shape[0], base, role).eval()
+        try:
+            with torch.no_grad():
+                out = model(torch.from_numpy(data.train_x[:2]))
+        except Exception as e:
+            raise UserError(
+                f"data: images of shape {list(data.input_shape)} (C, H, W) do not fit the {role} model: "
+                f"{str(e).splitlines()[0]}"
+            ) from None
+        if out.ndim != 2 or out.shape[1] != data.num_classes:
+            raise UserError(
+                f"{role}: the model outputs shape {list(out.shape)} but the data has {data.num_classes} classes "
+                f"(expected [N, {data.num_classes}] logits)"
+            )
+
+
+def _save_eval_data(out: Path, data: Any) -> None:
+    for name, arrays in (("eval", {"x": data.test_x, "y": data.test_y}), ("calib", {"x": data.train_x[:256]})):
+        path = out / "data" / f"{name}.npz"
+        with atomic_path(path) as tmp:
+            with open(tmp, "wb") as f:
+                np.savez(f, **arrays)
+
+
+def _manifest_stage(name: str, status: str, seconds: float, art: Artifact, out: Path) -> dict:
+    return {"name": name, "status": status if status != "done" or art.status == "done" else art.status,
+            "seconds": round(seconds, 3),
+            "artifact": {"path": str(art.path.relative_to(out)), "sha256": sha256_file(art.path)},
+            "files": {r: str(p.relative_to(out)) for r, p in art.files.items()},
+            "metrics": art.metrics}
+
+
+def _final(out: Path, artifacts: dict[str, Artifact], data: Any, tgt: Any) -> dict:
+    q = artifacts["quantize"]
+    bm = artifacts["benchmark"].metrics
+    lat = bm["latency"]["final_int8"][str(bm["batch"])]
+    c, h, w = data.input_shape
+    return {
+        "path": str(q.path.relative_to(out)), "sha256": sha256_file(q.path),
+        "input": {"name": "input", "shape": [tgt.profile.opt_batch, c, h, w], "dtype": "float32", "layout": "NCHW",
+                  "mean": data.mean, "std": data.std, "dynamic_batch": True,
+                  "batch_range": [tgt.profile.min_batch, tgt.profile.max_batch], "preprocessing": data.description},
+        "output": {"name": "logits", "shape": [tgt.profile.opt_batch, data.num_classes], "dtype": "float32"},
+        "accuracy": q.metrics["accuracy"], "teacher_accuracy": artifacts["train_teacher"].metrics["accuracy"],
+        "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99")}, "latency_batch": bm["batch"],
+        "runtime": "onnxruntime", "latency_measured_on": "host CPU (ONNX Runtime)",
+        "target_runtime": tgt.runtime, "latency_budget_ms": tgt.latency_budget_ms,
+        "teacher_onnx": str(artifacts["export"].files["teacher"].relative_to(out)),
+        "teacher_latency_ms": {k: bm["latency"]["teacher_fp32"][str(bm["batch"])][k] for k in ("p50", "p90", "p99")},
+        "eval_data": "data/eval.npz", "report": str(artifacts["report"].path.relative_to(out)),
+    }
+
+
+def _write_manifest(out, tgt, cfg, config_path, records, versions, final, failed=None) -> dict:
+    manifest = {
+        "edgepipe_version": __version__, "target": tgt.name, "config": str(config_path), "name": cfg.name,
+        "complete": final is not None, "failed_stage": failed, "stages": records, "final": final,
+        "versions": {**versions, "python": sys.version.split()[0]},
+    }
+    if final is not None and (out / "report" / "report.md").exists():
+        shutil.copyfile(out / "report" / "report.md", out / "report.md")
+        shutil.copyfile(out / "report" / "report.png", out / "report.png")
+    write_json(out / "manifest.json", manifest)
+    return manifest
+
+
+__all__ = ["run_pipeline"]

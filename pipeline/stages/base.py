@@ -1,0 +1,56 @@
+"""What every stage takes and returns.
+
+A stage is a plain function `run(inputs, cfg, workdir) -> Artifact`: `inputs` carries the upstream
+artifacts and the run's context (data, target, models), `cfg` is the stage's frozen config section and
+`workdir` the stage's own folder under the run directory. Stages write files only inside `workdir`,
+atomically; the runner hashes them, caches them and records them in the manifest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Optional
+
+
+@dataclass(frozen=True)
+class Artifact:
+    """A stage's result: its files (role -> path), the primary role, and its measured metrics."""
+
+    files: dict[str, Path]
+    primary: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+    status: str = "done"  # "done", or "skipped" when the stage had nothing to do here (reason in metrics)
+
+    @property
+    def path(self) -> Path:
+        """The primary file."""
+        return self.files[self.primary]
+
+
+@dataclass(frozen=True)
+class StageInputs:
+    """Upstream artifacts plus the run's context."""
+
+    artifacts: dict[str, Artifact]
+    config: Any  # PipelineConfig
+    target: Any  # Target
+    data: Any  # DataSplits
+    config_dir: Path
+    out_dir: Path
+    log: Callable[[str], None]
+
+    def artifact(self, stage: str) -> Artifact:
+        """The artifact of an upstream stage (KeyError names the stage if it is not an input)."""
+        return self.artifacts[stage]
+
+
+@dataclass(frozen=True)
+class StageSpec:
+    """An entry of the stage registry."""
+
+    name: str
+    run: Callable[[StageInputs, Any, Path], Artifact]
+    needs: tuple[str, ...]
+    config_key: Optional[str]  # section of PipelineConfig passed as `cfg` (None: no section)
+    description: str

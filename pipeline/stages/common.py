@@ -1,0 +1,74 @@
+"""Helpers the stages share: rebuilding models from artifacts, counting MACs, teacher logits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+def make_model(inputs: Any, role: str) -> Any:
+    """A fresh (untrained) teacher or student as the config describes it."""
+    from pipeline.models import build_model
+
+    spec = getattr(inputs.config, role)
+    return build_model(spec, inputs.data.num_classes, inputs.data.input_shape[0], inputs.config_dir, role)
+
+
+def load_model(inputs: Any, role: str, path: Path) -> Any:
+    """Rebuild the teacher or student from a checkpoint an earlier stage wrote (pruned or not)."""
+    from pipeline.models.checkpoint import load_checkpoint
+
+    return load_checkpoint(make_model(inputs, role), path)
+
+
+def macs_and_params(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Multiply-accumulates for one image, and parameter count (Torch-Pruning's counter)."""
+    import torch
+    import torch_pruning as tp
+
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    return int(macs), int(params)
+
+
+def student_train_set(inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Images the student learns from: the train split plus any unlabeled images.
+
+    Returns:
+        (x, y, has_label): unlabeled images get label 0 and has_label False.
+    """
+    d = inputs.data
+    if d.unlabeled_x is None:
+        return d.train_x, d.train_y, np.ones(len(d.train_y), bool)
+    x = np.concatenate([d.train_x, d.unlabeled_x])
+    y = np.concatenate([d.train_y, np.zeros(len(d.unlabeled_x), np.int64)])
+    has = np.concatenate([np.ones(len(d.train_y), bool), np.zeros(len(d.unlabeled_x), bool)])
+    return x, y, has
+
+
+def labeled_subset(y: np.ndarray, has_label: np.ndarray, fraction: float, seed: int) -> np.ndarray:
+    """A mask keeping `fraction` of the labeled images' labels, stratified by class (at least one per class)."""
+    rng = np.random.default_rng(seed)
+    mask = np.zeros(len(y), bool)
+    if fraction >= 1.0:
+        return has_label.copy()
+    for c in np.unique(y[has_label]):
+        idx = np.flatnonzero(has_label & (y == c))
+        k = max(1, int(round(len(idx) * fraction)))
+        mask[rng.choice(idx, size=k, replace=False)] = True
+    return mask
+
+
+def classifier_layers(model: Any, num_classes: int) -> list:
+    """Layers whose outputs are the class logits: never pruned (their output count is the label space)."""
+    import torch.nn as nn
+
+    last = None
+    for mod in model.modules():
+        if isinstance(mod, nn.Linear) and mod.out_features == num_classes:
+            last = mod
+        elif isinstance(mod, nn.Conv2d) and mod.out_channels == num_classes:
+            last = mod
+    return [last] if last is not None else []

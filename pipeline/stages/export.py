@@ -1,0 +1,54 @@
+"""Stage `export`: torch -> ONNX (dynamic batch), onnx.checker, onnxslim, numeric parity vs PyTorch.
+
+Both the final student and the teacher are exported: the teacher's FP32 ONNX stays in the run so the
+latency and accuracy comparison can be rerun on any machine.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import BudgetExceeded
+from pipeline.stages.base import Artifact, StageInputs
+from pipeline.stages.common import load_model
+
+
+def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
+    """Produce `student_fp32.onnx` and `teacher_fp32.onnx`.
+
+    Args:
+        inputs: needs `prune` (student) and `train_teacher`.
+        cfg: `ExportConfig` (opset, simplify, tolerance).
+        workdir: this stage's folder.
+    Returns:
+        Artifact with `model` = student_fp32.onnx, `teacher` = teacher_fp32.onnx; parity metrics for both.
+    Raises:
+        BudgetExceeded: ONNX outputs differ from PyTorch beyond `atol` or `min_top1_agreement`.
+    """
+    from pipeline.onnx_utils import compare_logits, export_onnx, ort_logits
+    from pipeline.training import accuracy, predict_logits
+
+    d = inputs.data
+    files, metrics = {}, {}
+    for role, stage, name in (("student", "prune", "student_fp32.onnx"), ("teacher", "train_teacher", "teacher_fp32.onnx")):
+        model = load_model(inputs, role, inputs.artifact(stage).path)
+        path = workdir / name
+        info = export_onnx(model, d.input_shape, path, cfg.opset, cfg.dynamo, cfg.simplify)
+        ref = predict_logits(model, d.test_x)
+        got = ort_logits(path, d.test_x)
+        parity = compare_logits(ref, got)
+        inputs.log(
+            f"[export] {name}: {info['nodes_after']} nodes, max |onnx - torch| {parity['max_abs_diff']:.2e}, "
+            f"top-1 agreement {parity['top1_agreement'] * 100:.2f}%"
+        )
+        if parity["max_abs_diff"] > cfg.atol or parity["top1_agreement"] < cfg.min_top1_agreement:
+            raise BudgetExceeded(
+                f"export: {name} differs from PyTorch: max abs diff {parity['max_abs_diff']:.3g} "
+                f"(export.atol = {cfg.atol}), top-1 agreement {parity['top1_agreement']:.4f} "
+                f"(export.min_top1_agreement = {cfg.min_top1_agreement})"
+            )
+        metrics[role] = {**info, "parity_vs_torch": parity, "accuracy": accuracy(got, d.test_y),
+                         "file_bytes": path.stat().st_size}
+        files["model" if role == "student" else "teacher"] = path
+    metrics["accuracy"] = metrics["student"]["accuracy"]
+    return Artifact(files, "model", metrics)

@@ -1,0 +1,88 @@
+"""Stage `prune`: dependency-aware structured channel pruning with Torch-Pruning, then KD fine-tune.
+
+Torch-Pruning's dependency graph keeps coupled layers consistent: channels removed from a conv are
+removed from the BatchNorm after it, the depthwise conv that consumes it, every branch of a residual
+add, and the squeeze-excite layers that scale it. The classifier's outputs are never pruned.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.errors import BudgetExceeded
+from pipeline.stages.base import Artifact, StageInputs
+from pipeline.stages.common import classifier_layers, labeled_subset, load_model, macs_and_params, student_train_set
+
+
+def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
+    """Produce `pruned.pt`.
+
+    Args:
+        inputs: needs `distill` (the student) and `train_teacher` (for the KD fine-tune).
+        cfg: `PruneConfig`.
+        workdir: this stage's folder.
+    Returns:
+        Artifact with `model` = pruned.pt; metrics: params/MACs/accuracy before and after.
+    Raises:
+        BudgetExceeded: the fine-tuned pruned student lost more than `max_accuracy_drop` points.
+    """
+    import torch
+    import torch_pruning as tp
+
+    from pipeline.models.checkpoint import save_checkpoint
+    from pipeline.stages.distill import teacher_logits_for
+    from pipeline.training import evaluate, train
+
+    d, seed = inputs.data, inputs.config.seed
+    student = load_model(inputs, "student", inputs.artifact("distill").path)
+    macs0, params0 = macs_and_params(student, d.input_shape)
+    acc0 = evaluate(student, d.test_x, d.test_y)
+    metrics = {"ratio": cfg.ratio, "params_before": params0, "macs_before": macs0, "accuracy_before": acc0}
+    if not cfg.enabled or cfg.ratio == 0:
+        metrics.update(params=params0, macs=macs0, accuracy=acc0, pruned=False)
+        path = save_checkpoint(student, workdir / "pruned.pt", {"role": "student", "pruned": False})
+        return Artifact({"model": path}, "model", metrics)
+
+    torch.manual_seed(seed)
+    example = torch.from_numpy(d.train_x[:2])
+    importance = {
+        "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
+        "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
+        "random": lambda: tp.importance.RandomImportance(),
+    }[cfg.importance]()
+    student.eval()
+    pruner = tp.pruner.MetaPruner(
+        student, example, importance=importance, pruning_ratio=cfg.ratio, global_pruning=cfg.global_pruning,
+        iterative_steps=cfg.iterative_steps, ignored_layers=classifier_layers(student, d.num_classes),
+        round_to=cfg.round_to,
+    )
+    x, y, has_label = student_train_set(inputs)
+    t_logits = teacher_logits_for(inputs, x)
+    mask = labeled_subset(y, has_label, inputs.config.distill.labeled_fraction, seed)
+    dcfg = inputs.config.distill
+    steps = cfg.iterative_steps
+    for step in range(steps):
+        pruner.step()
+        macs, params = macs_and_params(student, d.input_shape)
+        inputs.log(f"[prune] step {step + 1}/{steps}: params {params0} -> {params}, MACs {macs0} -> {macs}")
+        epochs = max(0, round(cfg.finetune_epochs / steps))
+        if epochs:
+            train(
+                student, x, y, epochs=epochs, batch_size=dcfg.batch_size, lr=cfg.lr, weight_decay=dcfg.weight_decay,
+                seed=seed + step, teacher_logits=t_logits, temperature=dcfg.temperature, alpha=dcfg.alpha,
+                labeled_mask=mask, val=(d.val_x, d.val_y), log=None, tag="prune",
+            )
+    student.eval()
+    macs, params = macs_and_params(student, d.input_shape)
+    acc = evaluate(student, d.test_x, d.test_y)
+    inputs.log(f"[prune] fine-tuned: held-out accuracy {acc0 * 100:.2f}% -> {acc * 100:.2f}%")
+    metrics.update(params=params, macs=macs, accuracy=acc, pruned=True,
+                   params_reduction=round(params0 / max(1, params), 2), macs_reduction=round(macs0 / max(1, macs), 2))
+    drop = (acc0 - acc) * 100
+    if drop > cfg.max_accuracy_drop:
+        raise BudgetExceeded(
+            f"prune: accuracy fell {drop:.2f} points ({acc0 * 100:.2f}% -> {acc * 100:.2f}%), more than "
+            f"prune.max_accuracy_drop = {cfg.max_accuracy_drop}; lower prune.ratio or raise prune.finetune_epochs"
+        )
+    path = save_checkpoint(student, workdir / "pruned.pt", {"role": "student", "pruned": True})
+    return Artifact({"model": path}, "model", metrics)

@@ -1,0 +1,147 @@
+"""Stage `report`: `report.md` with one row per stage and a plot of accuracy against latency.
+
+Every number in the report is read from the stages' recorded metrics of this run; nothing is typed in.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from pipeline.fileio import atomic_path, write_text
+from pipeline.stages.base import Artifact, StageInputs
+
+
+def _pct(v):
+    return "—" if v is None else f"{v * 100:.2f} %"
+
+
+def _num(v):
+    if v is None:
+        return "—"
+    for unit, div in (("G", 1e9), ("M", 1e6), ("k", 1e3)):
+        if v >= div:
+            return f"{v / div:.2f} {unit}"
+    return str(v)
+
+
+def _size(p: Path | None):
+    if p is None or not p.exists():
+        return "—"
+    b = p.stat().st_size
+    return f"{b / 1e6:.2f} MB" if b >= 1e6 else f"{b / 1e3:.1f} kB"
+
+
+def rows(inputs: StageInputs) -> list[dict]:
+    """The report's rows: one per model the stages produced, with the metrics each stage recorded."""
+    a = inputs.artifacts
+    tt, di, pr, ex, qu = (a[k].metrics for k in ("train_teacher", "distill", "prune", "export", "quantize"))
+    lat = a["benchmark"].metrics["latency"] if "benchmark" in a else {}
+    b = str(a["benchmark"].metrics["batch"]) if "benchmark" in a else "1"
+
+    def l(label):
+        return lat.get(label, {}).get(b, {})
+
+    out = [
+        dict(stage="train_teacher", model="teacher (FP32)", acc=tt["accuracy"], params=tt["params"], macs=tt["macs"],
+             file=a["export"].files["teacher"], lat=l("teacher_fp32")),
+        dict(stage="distill", model="student, KD", acc=di["accuracy"], params=di["params"], macs=di["macs"],
+             file=a["distill"].files["model"], lat={}),
+    ]
+    if "scratch_accuracy" in di:
+        out.append(dict(stage="distill", model="student, scratch (same budget)", acc=di["scratch_accuracy"],
+                        params=di["params"], macs=di["macs"], file=a["distill"].files.get("scratch"), lat={}))
+    out += [
+        dict(stage="prune", model=f"student, pruned {pr['ratio']:.0%} + KD fine-tune", acc=pr["accuracy"],
+             params=pr["params"], macs=pr["macs"], file=a["prune"].files["model"], lat={}),
+        dict(stage="export", model="student (FP32 ONNX)", acc=ex["accuracy"], params=pr["params"], macs=pr["macs"],
+             file=a["export"].files["model"], lat=l("student_fp32")),
+        dict(stage="quantize", model="student (INT8 QDQ ONNX) — final", acc=qu["accuracy"], params=pr["params"],
+             macs=pr["macs"], file=a["quantize"].files["model"], lat=l("final_int8")),
+    ]
+    return out
+
+
+def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
+    """Produce `report.md` and `report.png`.
+
+    Args:
+        inputs: every earlier stage's artifact.
+        cfg: unused (the report has no settings).
+        workdir: this stage's folder.
+    Returns:
+        Artifact with `report` = report.md, `plot` = report.png.
+    """
+    a, t = inputs.artifacts, inputs.target
+    rs = rows(inputs)
+    bm = a.get("benchmark")
+    b = bm.metrics["batch"] if bm else 1
+    lines = [
+        f"# edgepipe report: {inputs.config.name} → {t.name}", "",
+        f"Data: {inputs.data.description}. Accuracy is top-1 on the held-out split "
+        f"({len(inputs.data.test_y)} images). Latency: ONNX Runtime on this machine's CPU, batch {b}, "
+        "models interleaved in one run (see benchmark/benchmark.json for every batch and the environment).", "",
+        "| stage | model | accuracy | params | MACs | file | p50 ms | p90 ms |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for r in rs:
+        lat = r["lat"]
+        lines.append(
+            f"| {r['stage']} | {r['model']} | {_pct(r['acc'])} | {_num(r['params'])} | {_num(r['macs'])} | "
+            f"{_size(r['file'])} | {lat.get('p50', float('nan')):.3f} | {lat.get('p90', float('nan')):.3f} |"
+            if lat else
+            f"| {r['stage']} | {r['model']} | {_pct(r['acc'])} | {_num(r['params'])} | {_num(r['macs'])} | "
+            f"{_size(r['file'])} | — | — |"
+        )
+    di = a["distill"].metrics
+    lines += ["", "## What distillation gained", ""]
+    if "scratch_accuracy" in di:
+        lines.append(f"- Labels on {di['labeled_images']} of {di['images']} training images: KD {_pct(di['accuracy'])}, "
+                     f"scratch {_pct(di['scratch_accuracy'])} ({di['kd_gain_pp']:+.2f} points).")
+    ls = di.get("label_scarce")
+    if ls:
+        lines.append(f"- Labels on only {ls['labeled_images']} images ({ls['labeled_fraction']:.0%}), the teacher "
+                     f"labelling the rest: KD {_pct(ls['kd_accuracy'])}, scratch {_pct(ls['scratch_accuracy'])} "
+                     f"({ls['kd_gain_pp']:+.2f} points).")
+    final, teacher = rs[-1], rs[0]
+    lines += ["", "## Final model against the teacher", ""]
+    lines.append(f"- Accuracy: {_pct(final['acc'])} vs {_pct(teacher['acc'])} "
+                 f"({(final['acc'] - teacher['acc']) * 100:+.2f} points).")
+    if final["lat"] and teacher["lat"]:
+        lines.append(f"- Latency p50 (batch {b}): {final['lat']['p50']:.3f} ms vs {teacher['lat']['p50']:.3f} ms "
+                     f"({teacher['lat']['p50'] / final['lat']['p50']:.1f}x faster).")
+    if final["file"] and teacher["file"]:
+        fs, ts = final["file"].stat().st_size, teacher["file"].stat().st_size
+        lines.append(f"- File size: {fs / 1e3:.1f} kB vs {ts / 1e6:.2f} MB ({ts / fs:.0f}x smaller).")
+    q = a["quantize"].metrics
+    lines.append(f"- INT8 scheme: {q['scheme']['activation_type']} activations, {q['scheme']['weight_type']} weights, "
+                 f"{'per-channel' if q['scheme']['per_channel'] else 'per-tensor'}, calibration {q['method']} on "
+                 f"{q['calibration_samples']} images" + (f"; kept in float: {', '.join(q['excluded_nodes'])}" if q["excluded_nodes"] else "") + ".")
+    if "build" in a:
+        lines += ["", "## Build for the target", "", f"- {a['build'].status}: {a['build'].metrics.get('reason') or a['build'].metrics.get('summary', '')}"]
+    lines += ["", "![accuracy against latency](report.png)", ""]
+    report = write_text(workdir / "report.md", "\n".join(lines))
+    plot = _plot(rs, workdir / "report.png", b)
+    return Artifact({"report": report, "plot": plot}, "report", {"rows": len(rs)})
+
+
+def _plot(rs: list[dict], path: Path, batch: int) -> Path:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.2), dpi=120)
+    pts = [r for r in rs if r["lat"]]
+    for r in pts:
+        ax.scatter(r["lat"]["p50"], r["acc"] * 100, s=60)
+        ax.annotate(r["model"], (r["lat"]["p50"], r["acc"] * 100), textcoords="offset points", xytext=(6, 4), fontsize=8)
+    ax.set_xscale("log")
+    ax.set_xlabel(f"p50 latency, ms (ONNX Runtime CPU, batch {batch}, log scale)")
+    ax.set_ylabel("held-out top-1 accuracy, %")
+    ax.set_title("accuracy against latency across stages")
+    ax.grid(True, which="both", alpha=0.3)
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
+    plt.close(fig)
+    return path

@@ -1,0 +1,109 @@
+"""The runner end to end on tiny models: every stage, the manifest, the cache, failures."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import onnx
+import pytest
+
+from pipeline.cli import main
+from pipeline.errors import BudgetExceeded
+from pipeline.runner import run_pipeline
+from pipeline.stages import STAGE_NAMES
+
+pytestmark = pytest.mark.slow
+
+
+def test_external_models_and_npz_run_every_stage(external_project, tmp_path, capsys):
+    out = tmp_path / "run"
+    code = main(["run", "--config", str(external_project), "--out", str(out), "--quiet", "--json", "-"])
+    assert code == 0
+    m = json.loads(capsys.readouterr().out)
+    assert [s["name"] for s in m["stages"]] == list(STAGE_NAMES)
+    assert all(s["status"] in ("done", "skipped") for s in m["stages"])
+    by = {s["name"]: s for s in m["stages"]}
+    # pruning really removed channels through the SE + depthwise residual blocks
+    assert by["prune"]["metrics"]["params"] < by["prune"]["metrics"]["params_before"]
+    assert by["distill"]["metrics"]["images"] == 192
+    f = m["final"]
+    assert f["input"]["shape"] == [1, 2, 8, 8] and f["input"]["layout"] == "NCHW"
+    assert set(f["latency_ms"]) == {"p50", "p90", "p99"} and f["latency_ms"]["p50"] > 0
+    # the final file is a real INT8 QDQ graph, and the teacher's FP32 ONNX is kept for reruns
+    ops = {n.op_type for n in onnx.load(str(out / f["path"])).graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    assert (out / f["teacher_onnx"]).is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
+    assert json.loads((out / "manifest.json").read_text())["final"]["sha256"] == f["sha256"]
+
+
+def test_rerun_is_cached_and_force_redoes(digits_tiny, tmp_path):
+    out = tmp_path / "run"
+    t0 = time.perf_counter()
+    first = run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    first_s = time.perf_counter() - t0
+    second = run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    assert [s["status"] for s in second["stages"]] == ["cached"] * len(STAGE_NAMES)
+    assert second["final"]["sha256"] == first["final"]["sha256"]
+    assert second["pipeline_seconds"] < first_s  # structural: nothing was recomputed
+    # changing one stage's config redoes that stage and those after it, not those before
+    cfg = digits_tiny.read_text().replace("calibration_samples: 32", "calibration_samples: 48")
+    digits_tiny.write_text(cfg)
+    third = run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    status = {s["name"]: s["status"] for s in third["stages"]}
+    assert status["distill"] == "cached" and status["export"] == "cached"
+    assert status["quantize"] == "done" and status["benchmark"] == "done"
+    forced = run_pipeline(digits_tiny, out_dir=out, quiet=True, force=True)
+    assert "cached" not in {s["status"] for s in forced["stages"]}
+
+
+def test_failed_stage_keeps_earlier_results_and_its_previous_artifact(digits_tiny, tmp_path, monkeypatch):
+    out = tmp_path / "run"
+    run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    before = (out / "quantize" / "model_int8.onnx").read_bytes()
+    digits_tiny.write_text(digits_tiny.read_text().replace("calibration_samples: 32", "calibration_samples: 40"))
+
+    import pipeline.stages.quantize as q
+
+    def broken(inputs, cfg, workdir):
+        (workdir / "model_int8.onnx").write_bytes(b"half-written")
+        raise KeyboardInterrupt  # as if the user pressed Ctrl-C mid-stage
+
+    monkeypatch.setattr(q, "run", broken)
+    with pytest.raises(KeyboardInterrupt):
+        run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    assert (out / "quantize" / "model_int8.onnx").read_bytes() == before
+    m = json.loads((out / "manifest.json").read_text())
+    assert m["complete"] is False and m["failed_stage"] == "quantize"
+    monkeypatch.undo()
+    again = run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    status = {s["name"]: s["status"] for s in again["stages"]}
+    assert status["export"] == "cached" and status["quantize"] == "done"
+
+
+def test_accuracy_budget_failure_is_exit_1_and_names_the_budget(digits_tiny, tmp_path, capsys):
+    text = digits_tiny.read_text().replace("max_accuracy_drop: 60, min_top1_agreement: 0.0",
+                                           "max_accuracy_drop: 0, min_top1_agreement: 1.0, fallback: false")
+    digits_tiny.write_text(text)
+    code = main(["run", "--config", str(digits_tiny), "--out", str(tmp_path / "run"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 1 and "quantize.max_accuracy_drop" in err
+    assert not (tmp_path / "run" / "quantize" / "model_int8.onnx").exists()
+
+
+def test_data_that_does_not_fit_the_model_is_a_user_error(external_project, tmp_path, capsys):
+    np.savez(external_project.parent / "train.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
+    np.savez(external_project.parent / "val.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
+    np.savez(external_project.parent / "test.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.ones(8, np.int64))
+    code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "do not fit the teacher model" in err and "[3, 8, 8]" in err
+    assert "Traceback" not in err
+
+
+def test_npz_with_wrong_arrays_names_the_path(external_project, tmp_path, capsys):
+    np.savez(external_project.parent / "val.npz", images=np.zeros((4, 2, 8, 8), np.float32))
+    code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "val.npz" in err and "'x' and 'y'" in err
