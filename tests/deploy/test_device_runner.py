@@ -1,0 +1,101 @@
+"""The standalone device runner, run as the device runs it: `python device_runner.py` in the bundle."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from pipeline.deploy.bundle import make_bundle
+from pipeline.fileio import sha256_file
+
+
+@pytest.fixture
+def cpu_bundle(make_run, tmp_path):
+    dist = tmp_path / "dist"
+    make_bundle(make_run("arm64-cpu", accuracy=0.5), "arm64-cpu", dist)
+    return dist
+
+
+def _run(bundle, *args):
+    # -I: isolated, like a device without edgepipe (the runner must not need the package)
+    return subprocess.run([sys.executable, "-I", str(bundle / "device_runner.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+
+
+def _ort_accuracy(bundle) -> float:
+    import numpy as np
+    import onnxruntime as ort
+
+    data = np.load(bundle / "eval.npz")
+    sess = ort.InferenceSession(str(bundle / "model_int8.onnx"), providers=["CPUExecutionProvider"])
+    pred = sess.run(None, {"input": data["x"]})[0].argmax(1)
+    return float((pred == data["y"]).mean())
+
+
+def test_runner_verifies_measures_and_writes_results(cpu_bundle, tmp_path):
+    out = tmp_path / "results.json"
+    r = _run(cpu_bundle, "--out", str(out), "--runs", "200",
+             "--expect-manifest-sha256", sha256_file(cpu_bundle / "manifest.json"))
+    assert r.returncode == 0, r.stderr
+    res = json.loads(out.read_text())
+    assert res["verified"] is True and res["target"] == "arm64-cpu"
+    assert res["device"]["machine"] and res["device"]["python"] and "nvpmodel" in res["device"]
+    assert res["runtime"]["runtime"] == "onnxruntime"
+    acc = res["accuracy"]
+    assert acc["samples"] == 48 and acc["expected"] == 0.5
+    assert acc["accuracy"] == pytest.approx(_ort_accuracy(cpu_bundle))
+    assert set(res["latency_ms"]) == {"batch_1", "batch_8"}
+    for stats in res["latency_ms"].values():
+        assert stats["runs"] == 200
+        assert stats["min"] <= stats["p50"] <= stats["p90"] <= stats["p99"] <= stats["max"]
+        assert stats["throughput_items_per_s"] > 0 and stats["std"] >= 0
+    assert res["budget"]["ms"] == 20.0 and res["budget"]["percentile"] == "p99"
+    assert res["budget"]["measured_ms"] == res["latency_ms"]["batch_1"]["p99"]
+    assert not list(cpu_bundle.rglob("__pycache__")), "the runner must not write into the verified bundle"
+
+
+def test_runner_refuses_a_tampered_file(cpu_bundle, tmp_path):
+    model = cpu_bundle / "model_int8.onnx"
+    expected = sha256_file(model)
+    model.write_bytes(model.read_bytes() + b"\0")
+    r = _run(cpu_bundle, "--out", str(tmp_path / "r.json"))
+    assert r.returncode == 3
+    assert f"sha256 mismatch for model_int8.onnx on the device: expected {expected} got {sha256_file(model)}" in r.stderr
+    assert not (tmp_path / "r.json").exists()
+
+
+def test_runner_refuses_a_manifest_other_than_the_hosts(cpu_bundle):
+    m = json.loads((cpu_bundle / "manifest.json").read_text())
+    real = sha256_file(cpu_bundle / "manifest.json")
+    m["files"]["model_int8.onnx"]["sha256"] = "0" * 64  # an attacker would rewrite the hashes too
+    (cpu_bundle / "manifest.json").write_text(json.dumps(m))
+    r = _run(cpu_bundle, "--expect-manifest-sha256", real)
+    assert r.returncode == 3 and "sha256 mismatch for manifest.json on the device" in r.stderr
+
+
+def test_runner_refuses_paths_outside_the_bundle(cpu_bundle):
+    m = json.loads((cpu_bundle / "manifest.json").read_text())
+    m["files"]["../outside"] = {"sha256": "0" * 64, "bytes": 0}
+    (cpu_bundle / "manifest.json").write_text(json.dumps(m))
+    r = _run(cpu_bundle)
+    assert r.returncode == 3 and "outside the bundle" in r.stderr
+
+
+def test_runner_exits_1_over_budget_and_still_writes_results(cpu_bundle, tmp_path):
+    m = json.loads((cpu_bundle / "manifest.json").read_text())
+    m["latency_budget"]["ms"] = 1e-6
+    (cpu_bundle / "manifest.json").write_text(json.dumps(m))
+    out = tmp_path / "r.json"
+    r = _run(cpu_bundle, "--out", str(out), "--no-accuracy")
+    assert r.returncode == 1, r.stderr
+    assert "latency budget exceeded" in r.stderr
+    res = json.loads(out.read_text())
+    assert res["budget"]["exceeded"] is True and "accuracy" not in res
+
+
+def test_runner_rejects_fewer_than_200_runs(cpu_bundle):
+    r = _run(cpu_bundle, "--runs", "50")
+    assert r.returncode == 2 and "--runs must be >= 200" in r.stderr
