@@ -37,6 +37,7 @@ def bench_model(
     batch: Optional[int] = None,
     cfg: Optional[BenchConfig] = None,
     reference: Optional[str] = None,
+    runner_extra: Optional[Mapping[str, Any]] = None,
 ) -> dict[str, Any]:
     """Benchmark `model` (optionally interleaved with a `reference` model) and return the result doc.
 
@@ -49,6 +50,8 @@ def bench_model(
         cfg: warm-up / iterations.
         reference: a second model measured in alternating blocks with `model`, stored as
             `reference` so `compare` can normalise away machine drift.
+        runner_extra: runtime-specific options (RunnerOptions.extra), e.g. {"transfers": "excluded"}
+            for the TensorRT runner.
     Returns:
         The result document (`pipeline.bench.result`).
     """
@@ -58,7 +61,7 @@ def bench_model(
     cfg = (cfg or BenchConfig(threads=threads)).validate()
     if cfg.threads is None:
         cfg.threads = threads
-    extra: dict[str, Any] = {}
+    extra: dict[str, Any] = dict(runner_extra or {})
     if weights:
         extra["weights"] = weights
     if shapes and None in shapes:

@@ -87,6 +87,8 @@ def _bench_parser() -> _Parser:
     p.add_argument("--providers", help="ONNX Runtime providers, comma-separated, in priority order")
     p.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch)")
     p.add_argument("--weights", help="weights for a module:function model (.safetensors or a state dict)")
+    p.add_argument("--transfers", choices=["included", "excluded"],
+                   help="TensorRT: whether the device time spans the host<->device copies (default: the runner's)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--warmup", type=int, default=20, help="warm-up iterations (default 20)")
     w.add_argument("--warmup-seconds", type=_positive_float, help="warm up for this many seconds instead")
@@ -111,7 +113,8 @@ def _bench(a: argparse.Namespace) -> int:
                       duration_s=a.duration, threads=a.threads)
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
     doc = bench_model(a.model, runtime=a.runtime, threads=a.threads, providers=providers, device=a.device,
-                      weights=a.weights, shapes=shapes or None, batch=a.batch, cfg=cfg, reference=a.reference)
+                      weights=a.weights, shapes=shapes or None, batch=a.batch, cfg=cfg, reference=a.reference,
+                      runner_extra={"transfers": a.transfers} if a.transfers else None)
     _emit(doc, a.json_out, a.plot, a.quiet)
     return 0
 

@@ -126,11 +126,18 @@ def compare_docs(
     if not (0.5 <= confidence < 1):
         raise UserError(f"confidence = {confidence}: must be in [0.5, 1)")
     ns, bs = timing_section(new, timing, "new result"), timing_section(base, timing, "baseline")
+    tn, tb = new.get("transfers"), base.get("transfers")
+    if tn and tb and tn != tb and tn != "n/a" and tb != "n/a":
+        if timing == "device":
+            raise UserError(f"device times are not comparable: host<->device copies {tn} in the new result, "
+                            f"{tb} in the baseline; measure both with the same --transfers")
     have_ref = isinstance(new.get("reference"), dict) and isinstance(base.get("reference"), dict)
     if use_reference and not have_ref:
         raise UserError("--reference normalisation asked for, but the new result or the baseline has no reference measurement")
     ref = have_ref if use_reference is None else bool(use_reference and have_ref)
     warnings: list[str] = []
+    if tn and tb and tn != tb:
+        warnings.append(f"host<->device copies: {tn} (new) vs {tb} (baseline); latencies measure different things")
     if ref and timing == "device":
         warnings.append("reference normalisation uses host timing of the reference model")
     if ref and new["reference"].get("sha256") and new["reference"].get("sha256") != base["reference"].get("sha256"):

@@ -115,3 +115,16 @@ def test_cli_bad_inputs(tmp_path):
     assert main(["bench", "compare", str(good), str(tmp_path / "broken.json")]) == 2
     assert main(["bench", "compare", str(good)]) == 2
     assert main(["bench", "compare", str(good), str(good), "--max-regression", "lots"]) == 2
+
+
+def test_transfers_must_match_for_device_timing():
+    a, b = _doc(1.0, 1), _doc(1.0, 2)
+    for d, t in ((a, "included"), (b, "excluded")):
+        d["transfers"] = t
+        d["device_latency"] = dict(d["latency"])
+    with pytest.raises(UserError, match="not comparable"):
+        compare_docs(a, b, timing="device")
+    v = compare_docs(a, b, timing="host")
+    assert any("copies" in w for w in v["warnings"])
+    b["transfers"] = "included"
+    assert not compare_docs(a, b, timing="device")["regression"]

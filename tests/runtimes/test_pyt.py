@@ -36,6 +36,17 @@ def test_pt2(tmp_path):
     np.testing.assert_allclose(y, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
     assert r.describe()["device"] == "cpu" and r.last_device_ms is None
     r.close()
+    # the same file through `edgepipe bench`
+    import json
+
+    from pipeline.cli import main
+
+    out = tmp_path / "r.json"
+    assert main(["bench", str(path), "--iterations", "5", "--warmup", "1", "--json", str(out), "--quiet"]) == 0
+    doc = json.loads(out.read_text())
+    assert doc["model"]["runtime"] == "pytorch" and doc["latency"]["iterations"] == 5
+    assert doc["inputs"] == {spec.name: [2, 4]}
+    assert main(["bench", str(path), "--shape", "3x4"]) == 2  # the export fixed the batch at 2
 
 
 @pytest.fixture
