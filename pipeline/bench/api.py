@@ -22,6 +22,15 @@ def open_model(model: str, runtime: Optional[str], options: RunnerOptions):
         runner.open()
     except ImportError as e:
         raise UserError(f"runtime {runner.runtime!r} is not installed here: {e}") from None
+    except RuntimeError as e:
+        # TrtRunnerError (no TensorRT / no GPU / bad engine) and the like: the user's environment or file
+        hint = ""
+        if runner.runtime == "tensorrt":
+            from pipeline.bench.trtexec import find_trtexec
+
+            if find_trtexec() is not None:
+                hint = f"; trtexec is installed: try `edgepipe bench trtexec {model}`"
+        raise UserError(f"{runner.runtime} cannot run {model}: {e}{hint}") from None
     return runner
 
 

@@ -57,6 +57,7 @@ def test_import_trtexec_cli(tmp_path):
 
 @pytest.mark.parametrize("argv,needle", [
     (["bench", "{tmp}/missing.onnx"], "not found"),
+    (["bench", "{tmp}/fake.engine"], "tensorrt cannot run"),
     (["bench", "{model}", "--runtime", "tflite"], "allowed: onnxruntime"),
     (["bench", "{tmp}/model.tflite"], "cannot tell the runtime"),
     (["bench", "{model}", "--shape", "1x5"], "differs from the model"),
@@ -75,6 +76,7 @@ def test_bad_input_exits_2(tmp_path, model, capsys, argv, needle):
     (tmp_path / "binary.log").write_bytes(b"\xff\xfe\x00\x81")
     (tmp_path / "empty.log").write_text("nothing here\n")
     (tmp_path / "model.tflite").write_bytes(b"x")
+    (tmp_path / "fake.engine").write_bytes(b"not an engine")
     argv = [a.format(tmp=tmp_path, model=model) for a in argv]
     assert main(argv) == 2
     err = capsys.readouterr().err
