@@ -43,6 +43,9 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     """
     manifest = read_json(run_dir / "manifest.json", "run manifest")
     final = manifest.get("final")
+    if manifest.get("complete") is False:
+        raise UserError(f"run {run_dir} did not finish (failed stage: {manifest.get('failed_stage')}); "
+                        "rerun the pipeline before bundling it")
     if not isinstance(final, dict) or "path" not in final:
         raise UserError(f"run manifest {run_dir / 'manifest.json'} has no 'final' model: did the pipeline finish?")
     model = run_dir / final["path"]
@@ -98,9 +101,9 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
     shutil.copyfile(model_src, out / MODEL_NAME)
     shutil.copyfile(DEVICE_DIR / "device_runner.py", out / "device_runner.py")
     shutil.copyfile(DEVICE_DIR / "device_facts.py", out / "device_facts.py")
-    report = run_dir / "report.md"
-    if report.is_file():
-        shutil.copyfile(report, out / "report.md")
+    for name in ("report.md", "report.png"):  # the report and the plot it shows
+        if (run_dir / name).is_file():
+            shutil.copyfile(run_dir / name, out / name)
     eval_info = _copy_eval(run_dir / final.get("eval_data", "data/eval.npz"), out / "eval.npz")
     batches = sorted({b for b in target.benchmark_batches if target.profile.min_batch <= b <= target.profile.max_batch}
                      or {target.profile.opt_batch})
@@ -118,7 +121,9 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         "preprocessing": {
             "layout": final["input"].get("layout", "NCHW"), "dtype": final["input"].get("dtype", "float32"),
             "mean": final["input"].get("mean"), "std": final["input"].get("std"),
-            "formula": "x = (pixel / 255 - mean[c]) / std[c], per channel; eval.npz is already preprocessed",
+            "description": final["input"].get("preprocessing")
+            or "x = (raw - mean[c]) / std[c] per channel, raw scaled to [0, 1]",
+            "eval_npz": "already preprocessed: feed eval.npz's x as is",
         },
         "expected": {"accuracy": final.get("accuracy"), "host_latency_ms": final.get("latency_ms"),
                      "host_runtime": final.get("runtime")},

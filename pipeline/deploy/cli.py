@@ -92,12 +92,16 @@ def finish_instructions(dist: Path, manifest: dict[str, Any]) -> str:
     name = manifest["target"]["name"]
     remote = f"edgepipe/{name}"
     q = shlex.quote
-    return "\n".join([
+    lines = [
         f"edgepipe: bundle ready in {dist}. To finish on the device (replace user@device):",
         f"  ssh user@device mkdir -p {q(remote)}",
         f"  scp -r {q(str(dist))}/. user@device:{q(remote)}/",
         f"  ssh user@device {q(f'cd {q(remote)} && python3 device_runner.py --out results.json')}",
-        f"  scp user@device:{q(remote)}/results.json {q(str(dist))}/results.json",
+        f"  mkdir -p {q(str(dist / 'results'))} && scp user@device:{q(remote)}/results.json {q(str(dist / 'results'))}/",
+    ]
+    if (manifest.get("build") or {}).get("dla_cores"):
+        lines.append("  (on a DLA core with GPU fallback: python3 device_runner.py --dla-core 0 --out results.json)")
+    return "\n".join(lines + [
         "or let edgepipe do it over SSH (host key checked against ~/.ssh/known_hosts):",
         f"  edgepipe deploy --bundle {q(str(dist))} --device user@device",
         f"  make deploy TARGET={q(name)} DEVICE=user@device",

@@ -98,13 +98,13 @@ def explain_ssh_failure(t: SshTarget, stderr: str) -> UserError:
     where = f"{t.host} port {t.port or 22}"
     kh = str(t.known_hosts) if t.known_hosts else "~/.ssh/known_hosts"
     last = next((ln.strip() for ln in reversed(stderr.splitlines()) if ln.strip()), "no output from ssh")
-    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or "Host key for" in stderr and "has changed" in stderr:
+    if "REMOTE HOST IDENTIFICATION HAS CHANGED" in stderr or ("Host key for" in stderr and "has changed" in stderr):
         key = f"[{t.host}]:{t.port}" if t.port else t.host
         return UserError(f"the host key of {where} does NOT match the one recorded in {kh}: either the device was "
                          "reinstalled or someone is intercepting the connection. Check the new key's fingerprint on "
                          f"the device (ssh-keygen -lf /etc/ssh/ssh_host_ed25519_key.pub); if it is right, remove the "
                          f"old entry with: ssh-keygen -R '{key}' -f {kh}")
-    if "Host key verification failed" in stderr or "No " in stderr and "host key is known" in stderr:
+    if "Host key verification failed" in stderr or ("No " in stderr and "host key is known" in stderr):
         return UserError(f"the host key of {where} is not in {kh}, and unknown hosts are refused. Verify the "
                          "device's key fingerprint, then add it to known_hosts, or pass --accept-new-host-key to "
                          "trust it on this first connection (later changes are still refused)")

@@ -74,6 +74,21 @@ def base_run(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
+def roomy_targets(tmp_path, monkeypatch):
+    """The repository's targets with arm64-cpu's latency budget raised to 10 s, so a loaded CI machine
+    cannot exceed it (tests must not depend on speed); returns the targets folder."""
+    from pipeline.targets import targets_dir
+
+    src, d = targets_dir(), tmp_path / "targets"
+    shutil.copytree(src, d)
+    text = (d / "arm64-cpu.yaml").read_text()
+    assert "latency_budget_ms: 20.0" in text
+    (d / "arm64-cpu.yaml").write_text(text.replace("latency_budget_ms: 20.0", "latency_budget_ms: 10000.0"))
+    monkeypatch.setenv("EDGEPIPE_TARGETS", str(d))
+    return d
+
+
+@pytest.fixture
 def make_run(base_run, tmp_path):
     """Factory: a run directory for `target` with manifest.json as pipeline/runner.py writes it."""
 

@@ -155,3 +155,12 @@ def test_device_side_files_are_python38_syntax(make_run, tmp_path):
     make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
     for name in ("device_runner.py", "device_facts.py", "trt_runner.py", "trt_builder.py"):
         ast.parse((dist / name).read_text(), filename=name, feature_version=(3, 8))
+
+
+def test_an_unfinished_run_is_not_bundled(make_run, tmp_path):
+    run = make_run("arm64-cpu")
+    m = json.loads((run / "manifest.json").read_text())
+    m.update(complete=False, failed_stage="quantize")
+    (run / "manifest.json").write_text(json.dumps(m))
+    with pytest.raises(UserError, match="did not finish.*quantize"):
+        make_bundle(run, "arm64-cpu", tmp_path / "d")

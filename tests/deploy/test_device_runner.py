@@ -99,3 +99,40 @@ def test_runner_exits_1_over_budget_and_still_writes_results(cpu_bundle, tmp_pat
 def test_runner_rejects_fewer_than_200_runs(cpu_bundle):
     r = _run(cpu_bundle, "--runs", "50")
     assert r.returncode == 2 and "--runs must be >= 200" in r.stderr
+
+
+FAKE_TRTEXEC = """#!/bin/sh
+echo "fake trtexec $*"
+for a in "$@"; do
+  case "$a" in --saveEngine=*) echo not-an-engine > "${a#--saveEngine=}";; esac
+done
+"""
+
+
+def test_tensorrt_build_step_with_trtexec_on_a_dla_core(make_run, tmp_path):
+    """The TensorRT path up to the engine: build_trtexec.sh's DLA variant runs with the chosen core and
+    static shapes, its output lands in the build log; then, with no TensorRT here, a clear failure."""
+    dist = tmp_path / "agx"
+    make_bundle(make_run("jetson-agx-orin"), "jetson-agx-orin", dist)
+    fake = tmp_path / "trtexec"
+    fake.write_text(FAKE_TRTEXEC)
+    fake.chmod(0o755)
+    log = tmp_path / "build.log"
+    env = {"PATH": "/usr/bin:/bin", "TRTEXEC": str(fake)}
+    r = subprocess.run([sys.executable, "-I", str(dist / "device_runner.py"), "--build", "trtexec",
+                        "--dla-core", "1", "--build-log", str(log)], capture_output=True, text=True, env=env)
+    text = log.read_text()
+    assert "fake trtexec --onnx=model_int8.onnx --saveEngine=model_int8.engine" in text
+    assert "--useDLACore=1" in text and "--allowGPUFallback" in text and "--maxShapes=input:8x1x8x8" in text
+    assert r.returncode == 2 and "TensorRT is not importable" in r.stderr
+    assert not (dist / "results.json").exists()
+
+
+def test_python_builder_failure_is_reported_with_its_log(make_run, tmp_path):
+    dist = tmp_path / "nano"
+    make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
+    r = _run(dist, "--build", "python")
+    assert r.returncode == 2 and "engine build failed (exit 3)" in r.stderr
+    log = (dist / "build.log").read_text()
+    assert "trt_builder.py --onnx model_int8.onnx --engine model_int8.engine --min-batch 1" in log
+    assert "TensorRT is not importable" in log

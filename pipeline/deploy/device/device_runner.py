@@ -190,8 +190,11 @@ def measure_accuracy(session, eval_path: Path, batch: int) -> dict:
     x, y = data["x"], data["y"]
     correct = 0
     for i in range(0, len(x), batch):
-        logits = np.asarray(session.infer(np.ascontiguousarray(x[i:i + batch]))[0])
-        correct += int((logits.argmax(axis=1) == y[i:i + batch]).sum())
+        xb, n = x[i:i + batch], len(x[i:i + batch])
+        if n < batch:  # pad the last batch: a static-shape (DLA) engine takes exactly `batch` rows
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch - n, axis=0)])
+        logits = np.asarray(session.infer(np.ascontiguousarray(xb))[0])[:n]
+        correct += int((logits.argmax(axis=1) == y[i:i + n]).sum())
     return {"accuracy": correct / max(1, len(x)), "samples": int(len(x)), "batch": batch}
 
 
