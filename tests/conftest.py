@@ -8,6 +8,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+# Tests train tiny models: one intra-op thread avoids oversubscribing a 2-core machine.
+import torch
+
+torch.set_num_threads(1)
+
 # A teacher and student defined outside the package: the teacher has residual blocks with
 # squeeze-excite and depthwise convolutions, so pruning must keep coupled channels consistent.
 EXTERNAL_MODELS = textwrap.dedent(

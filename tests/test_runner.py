@@ -93,6 +93,9 @@ def test_accuracy_budget_failure_is_exit_1_and_names_the_budget(digits_tiny, tmp
 
 
 def test_data_that_does_not_fit_the_model_is_a_user_error(external_project, tmp_path, capsys):
+    # the teacher is pinned to 2 input channels; the data has 3
+    external_project.write_text(external_project.read_text().replace(
+        'teacher: {factory: "models:make_teacher"}', 'teacher: {factory: "models:make_teacher", kwargs: {in_channels: 2}}'))
     np.savez(external_project.parent / "train.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
     np.savez(external_project.parent / "val.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
     np.savez(external_project.parent / "test.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.ones(8, np.int64))
