@@ -164,6 +164,6 @@ def main(args: argparse.Namespace) -> int:
 
 def _emit(summary: dict[str, Any], args: argparse.Namespace) -> int:
     print(json.dumps(summary, indent=2, default=str))
-    if args.json:
+    if args.json and args.json != "-":  # "-": stdout only, which always gets it
         write_json(args.json, summary)
     return 0

@@ -49,7 +49,7 @@ def parse_destination(dest: str) -> str:
     Raises:
         UserError: naming the value and the allowed form.
     """
-    if not isinstance(dest, str) or not _DEST.match(dest):
+    if not isinstance(dest, str) or not _DEST.fullmatch(dest):  # fullmatch: `$` would allow a trailing newline
         raise UserError(f"--device {dest!r} is not a valid SSH destination (allowed: user@host or host; user and "
                         "host made of letters, digits, '.', '_', '-', or an IPv6 address)")
     return dest
@@ -64,7 +64,10 @@ def check_remote_path(path: str, what: str = "--remote-dir") -> str:
 
 def ssh_argv(t: SshTarget, remote_command: str) -> list[str]:
     """The local argv for `ssh` running `remote_command` (already quoted) on the device."""
+    # BatchMode: never prompt (a prompt would hang `make deploy`); ServerAlive: engine builds print nothing
+    # for minutes, keep NAT/firewalls from dropping the connection meanwhile.
     argv = ["ssh", "-T", "-o", "BatchMode=yes", "-o", f"ConnectTimeout={t.connect_timeout}",
+            "-o", "ServerAliveInterval=30", "-o", "ServerAliveCountMax=6",
             "-o", f"StrictHostKeyChecking={'accept-new' if t.accept_new_host_key else 'yes'}"]
     if t.known_hosts is not None:
         argv += ["-o", f"UserKnownHostsFile={t.known_hosts}"]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import getpass
 import json
 import os
 import shutil
@@ -133,7 +134,10 @@ def sshd(tmp_path):
         subprocess.run(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-f", str(d / name)], check=True)
     shutil.copyfile(d / "user_key.pub", d / "authorized_keys")
     os.chmod(d / "user_key", 0o600)
-    Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on
+    try:
+        Path("/run/sshd").mkdir(exist_ok=True)  # privilege separation directory sshd insists on as root
+    except PermissionError:
+        pass  # not root: sshd then runs without privilege separation and only lets this user in
     port = _free_port()
     (d / "sshd_config").write_text("\n".join([
         f"Port {port}", "ListenAddress 127.0.0.1", f"HostKey {d / 'host_key'}", f"PidFile {d / 'sshd.pid'}",
@@ -159,7 +163,7 @@ def sshd(tmp_path):
     host_pub = (d / "host_key.pub").read_text().split()
     (d / "known_hosts").write_text(f"[127.0.0.1]:{port} {host_pub[0]} {host_pub[1]}\n")
     (d / "empty_known_hosts").write_text("")
-    yield {"port": port, "identity": d / "user_key", "known_hosts": d / "known_hosts",
+    yield {"port": port, "user": getpass.getuser(), "identity": d / "user_key", "known_hosts": d / "known_hosts",
            "empty_known_hosts": d / "empty_known_hosts", "dir": d, "host_pub": host_pub}
     proc.terminate()
     try:

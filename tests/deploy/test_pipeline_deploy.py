@@ -17,7 +17,7 @@ pytestmark = pytest.mark.slow
 def test_config_to_device_over_ssh(digits_tiny, sshd, roomy_targets, tmp_path, capsys):
     out, dist = tmp_path / "run", tmp_path / "dist"
     rc = main(["deploy", "--config", str(digits_tiny), "--target", "arm64-cpu", "--out", str(out),
-               "--dist", str(dist), "--device", "root@127.0.0.1", "--port", str(sshd["port"]),
+               "--dist", str(dist), "--device", f"{sshd['user']}@127.0.0.1", "--port", str(sshd["port"]),
                "--identity", str(sshd["identity"]), "--known-hosts", str(sshd["known_hosts"]),
                "--remote-dir", str(sshd["dir"] / "remote"), "--remote-python", sys.executable])
     stdout, err = capsys.readouterr()

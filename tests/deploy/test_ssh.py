@@ -16,7 +16,7 @@ pytestmark = pytest.mark.ssh
 
 
 def _ssh_args(sshd, known_hosts=None, remote_dir=None):
-    return ["--device", "root@127.0.0.1", "--port", str(sshd["port"]), "--identity", str(sshd["identity"]),
+    return ["--device", f"{sshd['user']}@127.0.0.1", "--port", str(sshd["port"]), "--identity", str(sshd["identity"]),
             "--known-hosts", str(known_hosts or sshd["known_hosts"]),
             "--remote-dir", str(remote_dir or sshd["dir"] / "remote" / "bundle"),
             "--remote-python", sys.executable]  # the device's python: this venv has numpy + onnxruntime
@@ -124,7 +124,7 @@ def test_unreachable_host_and_bad_device_strings(make_run, sshd, tmp_path, capsy
     args = _ssh_args(sshd)
     args[args.index("--port") + 1] = str(closed)
     assert main(["deploy", "--bundle", str(dist), *args]) == 2
-    assert "cannot reach root@127.0.0.1" in capsys.readouterr().err
+    assert f"cannot reach {sshd['user']}@127.0.0.1" in capsys.readouterr().err
     for bad in ("-oProxyCommand=touch /tmp/pwned", "root@host;rm -rf /", "a b@c", ""):
         args = _ssh_args(sshd)
         args[args.index("--device") + 1] = bad
