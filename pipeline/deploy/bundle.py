@@ -142,6 +142,10 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"
     }
     write_json(out / "manifest.json", manifest)
+    # mkdtemp/mkstemp make 0700/0600 entries; a bundle is meant to be read (and copied) by others
+    out.chmod(0o755)
+    for p in out.rglob("*"):
+        p.chmod(0o755 if p.is_dir() or p.suffix == ".sh" else 0o644)
     return manifest
 
 

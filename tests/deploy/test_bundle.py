@@ -50,6 +50,7 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
     readme = (dist / "README.md").read_text()
     assert "python3 device_runner.py" in readme and "$" not in readme.replace("$ ", "")
     assert not list(dist.parent.glob(".arm64-cpu.*")), "temporary folders left next to DIST"
+    assert dist.stat().st_mode & 0o777 == 0o755 and (dist / "manifest.json").stat().st_mode & 0o777 == 0o644
 
 
 def test_orin_nano_bundle_builds_on_gpu_only(make_run, tmp_path):
