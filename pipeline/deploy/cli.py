@@ -17,6 +17,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
+from pipeline.deploy.bundle import BUNDLE_FORMAT
 from pipeline.errors import BudgetExceeded, UserError
 from pipeline.fileio import read_json, sha256_file, write_json
 
@@ -66,6 +67,18 @@ def _ssh_target(args: argparse.Namespace) -> Any:
                      accept_new_host_key=args.accept_new_host_key)
 
 
+def _check_dla(args: argparse.Namespace, target: dict[str, Any]) -> None:
+    if args.dla_core is None:
+        return
+    if args.device is None:
+        raise UserError("--dla-core applies to the run on the device: give --device user@host too "
+                        "(or run device_runner.py --dla-core N there)")
+    cores = (target.get("tensorrt") or {}).get("dla_cores", 0)
+    if not 0 <= args.dla_core < cores:
+        raise UserError(f"--dla-core {args.dla_core}: target {target['name']} has {cores} DLA cores "
+                        f"(allowed: {', '.join(map(str, range(cores))) or 'none, omit --dla-core'})")
+
+
 def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | None]:
     """Run the pipeline if asked, then bundle; returns (bundle dir, bundle manifest, run dir)."""
     from pipeline.deploy.bundle import make_bundle
@@ -74,6 +87,7 @@ def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | 
     if not args.target:
         raise UserError("--target is required with --config/--run (e.g. --target cpu, arm64-cpu, jetson)")
     target = load_target(args.target)
+    _check_dla(args, target.model_dump(mode="json"))  # before the pipeline spends minutes
     dist = Path(args.dist or f"dist/{args.target}")
     if args.config:
         run_dir = Path(args.out or f"runs/{args.target}")
@@ -119,6 +133,9 @@ def main(args: argparse.Namespace) -> int:
     if args.bundle:
         dist = Path(args.bundle)
         manifest = read_json(dist / "manifest.json", "bundle manifest")
+        if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
+            raise UserError(f"--bundle {dist}: manifest.json is not an edgepipe bundle manifest ({BUNDLE_FORMAT})")
+        _check_dla(args, manifest["target"])
         if args.target and load_target(args.target).name != manifest["target"]["name"]:
             raise UserError(f"--bundle {dist} is for target {manifest['target']['name']!r}, not {args.target!r}")
         if ssh_target is None:
@@ -135,23 +152,20 @@ def main(args: argparse.Namespace) -> int:
 
     runner_args = ["--runs", str(args.runs)] + (["--no-accuracy"] if args.no_accuracy else [])
     if args.dla_core is not None:
-        cores = (manifest.get("build") or {}).get("dla_cores", 0)
-        if not 0 <= args.dla_core < cores:
-            raise UserError(f"--dla-core {args.dla_core}: target {summary['target']} has {cores} DLA cores "
-                            f"(allowed: {', '.join(map(str, range(cores))) or 'none, omit --dla-core'})")
         runner_args += ["--dla-core", str(args.dla_core)]
     res = deploy(ssh_target, dist, sha256_file(dist / "manifest.json"),
                  remote_dir=args.remote_dir or f"edgepipe/{manifest['target']['name']}",
                  remote_python=args.remote_python, runner_args=runner_args,
                  results_dir=Path(args.results) if args.results else None)
     r = res["results"]
-    first = r["latency_ms"][f"batch_{manifest['benchmark']['batches'][0]}"]
+    batch, first = next(iter(r["latency_ms"].items()))  # the smallest batch measured (a DLA engine has one)
     summary["device"] = {
         "destination": args.device, "machine": res["machine"], "model": r["device"].get("model"),
         "remote_dir": res["remote_dir"], "verified": r["verified"], "results": str(res["results_path"]),
         "build_log": str(res["build_log_path"]) if res["build_log_path"] else None,
         "accuracy": (r.get("accuracy") or {}).get("accuracy"),
-        "latency_ms": {k: round(first[k], 4) for k in ("p50", "p90", "p99", "mean")}, "budget": r.get("budget"),
+        "latency_ms": {k: round(first[k], 4) for k in ("p50", "p90", "p99", "mean")}, "latency_batch": first["batch"],
+        "budget": r.get("budget"),
     }
     _emit(summary, args)
     budget = r.get("budget") or {}
