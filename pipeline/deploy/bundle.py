@@ -100,7 +100,8 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         recipe.check_qdq_for_tensorrt(model_src)
     shutil.copyfile(model_src, out / MODEL_NAME)
     shutil.copyfile(DEVICE_DIR / "device_runner.py", out / "device_runner.py")
-    shutil.copyfile(DEVICE_DIR / "device_facts.py", out / "device_facts.py")
+    for name in ("device_facts.py", "device_sessions.py"):
+        shutil.copyfile(DEVICE_DIR / name, out / name)
     for name in ("report.md", "report.png"):  # the report and the plot it shows
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)

@@ -34,7 +34,8 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
     dist = tmp_path / "dist" / "arm64-cpu"
     manifest = make_bundle(run, "arm64-cpu", dist)
     names = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
-    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "eval.npz", "report.md",
+    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "device_sessions.py", "eval.npz",
+                     "report.md",
                      "README.md", "manifest.json"}
     assert set(manifest["files"]) == names - {"manifest.json"}
     for rel, info in manifest["files"].items():
@@ -100,7 +101,8 @@ def test_agx_orin_bundle_offers_dla_with_gpu_fallback(make_run, tmp_path):
 def test_bundled_tensorrt_modules_import_without_edgepipe(make_run, tmp_path):
     dist = tmp_path / "nano"
     make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
-    code = "import sys; sys.modules['pipeline'] = None; import trt_runner, trt_builder, device_facts; print('ok')"
+    code = ("import sys; sys.modules['pipeline'] = None; "
+            "import trt_runner, trt_builder, device_facts, device_sessions; print('ok')")
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
                        cwd=dist, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
@@ -154,7 +156,7 @@ def test_device_side_files_are_python38_syntax(make_run, tmp_path):
 
     dist = tmp_path / "nano"
     make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
-    for name in ("device_runner.py", "device_facts.py", "trt_runner.py", "trt_builder.py"):
+    for name in ("device_runner.py", "device_facts.py", "device_sessions.py", "trt_runner.py", "trt_builder.py"):
         ast.parse((dist / name).read_text(), filename=name, feature_version=(3, 8))
 
 

@@ -133,55 +133,6 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
-class OrtSession:
-    """ONNX Runtime on the CPU, configured from the target's `onnxruntime` section."""
-
-    def __init__(self, model: Path, spec: dict, threads: int = 0):
-        import onnxruntime as ort
-
-        so = ort.SessionOptions()
-        levels = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC",
-                  "extended": "ORT_ENABLE_EXTENDED", "all": "ORT_ENABLE_ALL"}
-        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel,
-                                              levels[spec.get("graph_optimization_level") or "all"])
-        threads = threads or spec.get("intra_op_threads") or 0
-        if threads:
-            so.intra_op_num_threads = int(threads)
-        avail = ort.get_available_providers()
-        providers = [p for p in spec.get("execution_providers") or ["CPUExecutionProvider"] if p in avail]
-        self.session = ort.InferenceSession(str(model), so, providers=providers or ["CPUExecutionProvider"])
-        self.input_name = self.session.get_inputs()[0].name
-        self.info = {"runtime": "onnxruntime", "version": ort.__version__,
-                     "providers": self.session.get_providers(), "intra_op_threads": threads or "default"}
-
-    def infer(self, x):
-        return self.session.run(None, {self.input_name: x})
-
-    def close(self):
-        self.session = None
-
-
-class TrtSession:
-    """TensorRT through the bundled trt_runner.py (a verbatim copy of edgepipe's runner)."""
-
-    def __init__(self, engine: Path, input_name: str, dla_core: int = -1):
-        import trt_runner  # shipped in the bundle
-
-        opts_cls = getattr(trt_runner, "RunnerOptions", None)
-        extra = {"dla_core": dla_core} if dla_core >= 0 else {}
-        opts = opts_cls(device="cuda", extra=extra) if opts_cls else None
-        self.runner = trt_runner.TrtRunner(str(engine), opts)
-        self.runner.open()
-        self.input_name = input_name
-        self.info = dict(self.runner.describe(), runtime="tensorrt")
-
-    def infer(self, x):
-        return self.runner.infer({self.input_name: x})
-
-    def close(self):
-        self.runner.close()
-
-
 def measure_accuracy(session, eval_path: Path, batch: int) -> dict:
     """Top-1 accuracy of the model on the bundled eval.npz (x already preprocessed, y int labels)."""
     import numpy as np
@@ -238,6 +189,7 @@ def run(args) -> int:
         return EXIT_INTEGRITY
     sys.path.insert(0, str(bundle))  # only now: the modules we import from the bundle are verified
     import device_facts
+    import device_sessions
 
     results = {"format": "edgepipe-device-results/1", "verified": True, "target": manifest["target"]["name"],
                "bundle_manifest_sha256": sha256_file(bundle / "manifest.json"),
@@ -250,11 +202,11 @@ def run(args) -> int:
         if args.build != "none" or not (bundle / manifest["build"]["engine"]).is_file():
             results["build"] = build_engine(bundle, manifest, args.build if args.build != "none" else "auto",
                                             Path(args.build_log) if args.build_log else bundle / "build.log", dla)
-        session = TrtSession(bundle / manifest["build"]["engine"], inp["name"], dla)
+        session = device_sessions.TrtSession(bundle / manifest["build"]["engine"], inp["name"], dla)
         if dla >= 0:  # a DLA engine has one static batch size
             bench = dict(bench, batches=[manifest["build"]["dla_batch"]])
     else:
-        session = OrtSession(bundle / manifest["model"], manifest["target"].get("onnxruntime") or {}, args.threads)
+        session = device_sessions.OrtSession(bundle / manifest["model"], manifest["target"].get("onnxruntime") or {}, args.threads)
     results["runtime"] = session.info
     try:
         import numpy as np
