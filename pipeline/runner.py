@@ -34,7 +34,7 @@ def _logger(quiet: bool) -> Callable[..., None]:
         console = Console(stderr=True, highlight=False)
 
         def log(msg: str, markup: bool = False) -> None:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg if markup else escape(msg)}")
+            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg if markup else escape(msg)}", soft_wrap=True)
 
         return log
     except ImportError:  # pragma: no cover
