@@ -206,7 +206,8 @@ def run(args) -> int:
         if dla >= 0:  # a DLA engine has one static batch size
             bench = dict(bench, batches=[manifest["build"]["dla_batch"]])
     else:
-        session = device_sessions.OrtSession(bundle / manifest["model"], manifest["target"].get("onnxruntime") or {}, args.threads)
+        ort_spec = manifest["target"].get("onnxruntime") or {}
+        session = device_sessions.OrtSession(bundle / manifest["model"], ort_spec, args.threads)
     results["runtime"] = session.info
     try:
         import numpy as np
