@@ -10,6 +10,8 @@ OUT ?= runs/$(TARGET)
 DIST ?= dist/$(TARGET)
 DEVICE ?=
 FORCE ?=
+# Extra `edgepipe deploy` options, e.g. DEPLOY_ARGS="--port 2222 --identity ~/.ssh/jetson --accept-new-host-key"
+DEPLOY_ARGS ?=
 PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
@@ -35,7 +37,7 @@ venv: $(STAMP)
 
 deploy: $(STAMP)
 	$(BIN)/edgepipe deploy --config $(CONFIG) --target $(TARGET) --out $(OUT) --dist $(DIST) \
-		$(if $(DEVICE),--device $(DEVICE)) $(if $(FORCE),--force)
+		$(if $(DEVICE),--device $(DEVICE)) $(if $(FORCE),--force) $(DEPLOY_ARGS)
 
 test: $(STAMP) $(TRTCHECK)
 	$(BIN)/python -m pytest -q $(PYTEST_ARGS)
