@@ -18,6 +18,7 @@ always writes workdir/build_report.json (the primary file when nothing was built
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
@@ -108,7 +109,9 @@ def build_for_target(
     options = build_options_for(target, workdir)
     in_shapes = onnx_input_shapes(onnx_path)
     spec = target.tensorrt
-    argv = trtexec_command(onnx_path.name, "model.engine", options, spec.tensorrt_version, in_shapes,
+    # Paths relative to the folder the command runs in on the device (the bundle), not this machine's.
+    device_options = replace(options, timing_cache="timing.cache" if options.timing_cache else None)
+    argv = trtexec_command(onnx_path.name, "model.engine", device_options, spec.tensorrt_version, in_shapes,
                            explicit_int8=onnx_has_qdq(onnx_path.read_bytes()))
     device_cmd = ["python3", "trt_builder.py", "--onnx", onnx_path.name, "--engine", "model.engine",
                   "--min-batch", str(options.min_batch), "--opt-batch", str(options.opt_batch),

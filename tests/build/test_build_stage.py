@@ -90,6 +90,7 @@ def test_tensorrt_target_without_tensorrt_is_skipped_with_commands(tmp_path: Pat
     assert art.status == "skipped" and "TensorRT is not installed" in art.metrics["reason"]
     argv = art.metrics["trtexec"]
     assert "--useDLACore=0" in argv and "--maxShapes=input:1x1x16x16" in argv and "--fp16" in argv
+    assert "--timingCacheFile=timing.cache" in argv  # relative: it runs in the bundle on the device
     cmd = art.metrics["device_build_command"]
     assert cmd[:2] == ["python3", "trt_builder.py"] and "--dla-core" in cmd and "--gpu-fallback" in cmd
     assert art.path == work / "build_report.json"
