@@ -29,35 +29,34 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         Artifact with `results` = benchmark.json; metrics[model][batch] = latency stats.
     """
     from pipeline.bench.fingerprint import fingerprint
-    from pipeline.bench.harness import BenchConfig, measure_interleaved
-    from pipeline.runtimes.base import RunnerOptions, open_runner
+    from pipeline.bench.harness import BenchConfig
+    from pipeline.bench.isolated import measure_onnx_interleaved
+    from pipeline.onnx_utils import model_input_spec
+
+    def input_name(path: str) -> str:
+        return model_input_spec(path)["name"]
 
     d = inputs.data
     batches = cfg.batches or list(inputs.target.benchmark_batches)
     bcfg = BenchConfig(warmup=cfg.warmup, iterations=cfg.iterations, threads=cfg.threads)
     results: dict = {}
+    pool = None
+    paths = {label: str(inputs.artifact(stage).files[role]) for label, stage, role in MODELS}
     for batch in batches:
-        runners, feeds = {}, {}
-        try:
-            for label, stage, role in MODELS:
-                r = open_runner(str(inputs.artifact(stage).files[role]), "onnxruntime", RunnerOptions(threads=cfg.threads))
-                r.open()
-                runners[label] = r
-                x = np.ascontiguousarray(np.resize(d.test_x, (batch, *d.input_shape)), dtype=np.float32)
-                feeds[label] = {r.inputs()[0].name: x}
-            stats = measure_interleaved(runners, feeds, bcfg)
-        finally:
-            for r in runners.values():
-                r.close()
+        x = np.ascontiguousarray(np.resize(d.test_x, (batch, *d.input_shape)), dtype=np.float32)
+        feeds = {label: {input_name(path): x} for label, path in paths.items()}
+        out = measure_onnx_interleaved(paths, feeds, bcfg, cfg.threads)
+        stats, pool = out["stats"], out["thread_pool"]
         for label, s in stats.items():
-            results.setdefault(label, {})[str(batch)] = s.to_dict()
-        t, f = stats["teacher_fp32"].to_dict(), stats["final_int8"].to_dict()
+            results.setdefault(label, {})[str(batch)] = s
+        t, f = stats["teacher_fp32"], stats["final_int8"]
         inputs.log(
-            f"[benchmark] batch {batch}: teacher p50 {t['p50']:.3f} ms, student {stats['student_fp32'].to_dict()['p50']:.3f} ms, "
+            f"[benchmark] batch {batch}: teacher p50 {t['p50']:.3f} ms, student {stats['student_fp32']['p50']:.3f} ms, "
             f"INT8 {f['p50']:.3f} ms ({t['p50'] / f['p50']:.1f}x faster than the teacher)"
         )
     env = fingerprint(threads=cfg.threads)
     doc = {"runtime": "onnxruntime", "device": "host CPU", "batches": batches, "results": results, "environment": env,
+           "thread_pool": pool,
            "warmup": cfg.warmup, "iterations": cfg.iterations}
     path = write_json(workdir / "benchmark.json", doc)
     b1 = str(batches[0])
