@@ -80,6 +80,7 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
             "extra": {k: getattr(cfg, k).model_dump() for k in entry.extra_config},
             "inputs": {n: {r: sha256_file(p) for r, p in artifacts[n].files.items()} for n in entry.needs},
             "target": tgt.model_dump() if entry.uses_target else None,
+            "environment": entry.environment_facts(tgt),
         }
         key = stage_key(parts)
         stage_dir = out / entry.name

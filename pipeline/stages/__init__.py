@@ -22,11 +22,21 @@ class StageEntry:
     uses_target: bool  # its output depends on the target (so a different target redoes it)
     extra_config: tuple[str, ...] = ()  # other config sections it reads
     description: str = ""
+    # "module:function(target) -> dict" of environment facts its output depends on (cache key)
+    environment: Optional[str] = None
 
     def load(self):
         """Import and return the stage's `run` function."""
-        mod, fn = self.func.split(":")
-        return getattr(importlib.import_module(mod), fn)
+        return _resolve(self.func)
+
+    def environment_facts(self, target) -> dict:
+        """The environment facts that belong in this stage's cache key ({} when none)."""
+        return _resolve(self.environment)(target) if self.environment else {}
+
+
+def _resolve(ref: str):
+    mod, fn = ref.split(":")
+    return getattr(importlib.import_module(mod), fn)
 
 
 STAGES: tuple[StageEntry, ...] = (
@@ -41,7 +51,8 @@ STAGES: tuple[StageEntry, ...] = (
     StageEntry("quantize", "pipeline.stages.quantize:run", ("export",), "quantize", True,
                description="static INT8 QDQ with ONNX Runtime calibration; accuracy budget"),
     StageEntry("build", "pipeline.stages.build:run", ("export", "quantize"), None, True,
-               description="TensorRT engine where TensorRT and a GPU exist; otherwise recorded as skipped"),
+               description="TensorRT engine where TensorRT and a GPU exist; otherwise recorded as skipped",
+               environment="pipeline.stages.build:cache_environment"),
     StageEntry("benchmark", "pipeline.stages.benchmark:run", ("export", "quantize"), "benchmark", True,
                description="interleaved latency of teacher, student and final model"),
     StageEntry("report", "pipeline.stages.report:run",

@@ -83,6 +83,18 @@ def tensorrt_here() -> tuple[Any, dict[str, Any], str | None]:
     return trt, device, None
 
 
+def cache_environment(target: Target) -> dict[str, Any]:
+    """What an engine depends on beyond the ONNX and the target: TensorRT version and GPU.
+
+    The runner adds this to the build stage's cache key, so a TensorRT upgrade or another GPU
+    rebuilds the engine instead of reusing one that cannot run here.
+    """
+    if target.runtime != "tensorrt":
+        return {}
+    trt, device, reason = tensorrt_here()
+    return {"tensorrt": getattr(trt, "__version__", None), "device": device, "reason": reason}
+
+
 def build_for_target(
     onnx_path: Path, target: Target, workdir: Path, calib_x: np.ndarray | None = None, force: bool = False
 ) -> dict[str, Any]:
