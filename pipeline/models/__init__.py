@@ -67,7 +67,7 @@ def load_weights(model: Any, path: Path, role: str) -> None:
     import torch
 
     if not path.is_file():
-        raise UserError(f"{role}.weights: file not found: {path}")
+        raise UserError(f"{role}.weights file not found: {path}")
     try:
         if path.suffix == ".safetensors":
             from safetensors.torch import load_file
@@ -84,7 +84,7 @@ def load_weights(model: Any, path: Path, role: str) -> None:
     try:
         model.load_state_dict(state)
     except RuntimeError as e:
-        raise UserError(f"{role}.weights: {path} does not fit the {role} model: {str(e).splitlines()[0]}") from None
+        raise UserError(f"{role}.weights {path} do not fit the {role} model: {str(e).splitlines()[0]}") from None
 
 
 def count_params(model: Any) -> int:

@@ -103,21 +103,9 @@ class TorchRunner:
         return module
 
     def _load_weights(self, module, weights: str) -> None:
-        import torch
+        from pipeline.models import load_weights  # safetensors, or torch.load(weights_only=True)
 
-        w = Path(weights)
-        if not w.is_file():
-            raise UserError(f"weights file not found: {w}")
-        try:
-            if w.suffix == ".safetensors":
-                from safetensors.torch import load_file
-
-                state = load_file(str(w))
-            else:
-                state = torch.load(str(w), map_location="cpu", weights_only=True)
-            module.load_state_dict(state)
-        except Exception as e:
-            raise UserError(f"weights {w} do not fit {self.model}: {e}") from None
+        load_weights(module, Path(weights), "model")
 
     def inputs(self) -> list[TensorSpec]:
         """Inputs read from the exported graph (or `input_shape` for a factory)."""
