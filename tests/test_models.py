@@ -1,0 +1,60 @@
+"""Users' weights load safely: state dicts and safetensors work, pickled code is never run."""
+
+from __future__ import annotations
+
+import pickle
+
+import pytest
+import torch
+
+from pipeline.config import FactoryModel
+from pipeline.errors import UserError
+from pipeline.models import build_model, load_weights
+from pipeline.models.resnet import make_resnet_teacher
+
+
+class Boom:
+    def __reduce__(self):
+        return (open, ("/tmp/edgepipe-pwned", "w"))  # would create a file if unpickled
+
+
+def test_state_dict_and_safetensors_load(tmp_path):
+    from safetensors.torch import save_file
+
+    src = make_resnet_teacher(width=0.25).eval()
+    torch.save(src.state_dict(), tmp_path / "w.pt")
+    save_file(src.state_dict(), str(tmp_path / "w.safetensors"))
+    x = torch.randn(2, 1, 8, 8)
+    for name in ("w.pt", "w.safetensors"):
+        dst = make_resnet_teacher(width=0.25).eval()
+        load_weights(dst, tmp_path / name, "teacher")
+        assert torch.equal(dst(x), src(x))
+
+
+def test_pickled_code_is_refused_not_run(tmp_path):
+    import os
+
+    path = tmp_path / "evil.pt"
+    with open(path, "wb") as f:
+        pickle.dump({"state_dict": Boom()}, f)
+    if os.path.exists("/tmp/edgepipe-pwned"):
+        os.remove("/tmp/edgepipe-pwned")
+    with pytest.raises(UserError, match="evil.pt"):
+        load_weights(make_resnet_teacher(width=0.25), path, "teacher")
+    assert not os.path.exists("/tmp/edgepipe-pwned")
+
+
+def test_weights_of_another_model_are_named(tmp_path):
+    torch.save(make_resnet_teacher(width=0.5).state_dict(), tmp_path / "w.pt")
+    with pytest.raises(UserError, match="do not fit the teacher model"):
+        load_weights(make_resnet_teacher(width=0.25), tmp_path / "w.pt", "teacher")
+
+
+def test_factory_errors_are_user_errors(tmp_path):
+    (tmp_path / "m.py").write_text("def make():\n    return 3\n")
+    with pytest.raises(UserError, match="cannot import module 'nope'"):
+        build_model(FactoryModel(factory="nope:make"), 10, 1, tmp_path, "teacher")
+    with pytest.raises(UserError, match="has no function 'other'"):
+        build_model(FactoryModel(factory="m:other"), 10, 1, tmp_path, "teacher")
+    with pytest.raises(UserError, match="returned int, not a torch.nn.Module"):
+        build_model(FactoryModel(factory="m:make"), 10, 1, tmp_path, "student")
