@@ -58,3 +58,15 @@ def test_factory_errors_are_user_errors(tmp_path):
         build_model(FactoryModel(factory="m:other"), 10, 1, tmp_path, "teacher")
     with pytest.raises(UserError, match="returned int, not a torch.nn.Module"):
         build_model(FactoryModel(factory="m:make"), 10, 1, tmp_path, "student")
+
+
+def test_factory_file_beside_config_wins_over_an_imported_module_of_the_same_name(tmp_path, monkeypatch):
+    import sys
+    import types
+
+    monkeypatch.setitem(sys.modules, "models", types.ModuleType("models"))  # someone else's `models`
+    (tmp_path / "models.py").write_text(
+        "import torch.nn as nn\n\ndef make_teacher(num_classes):\n    return nn.Linear(4, num_classes)\n"
+    )
+    model = build_model(FactoryModel(factory="models:make_teacher"), 3, 1, tmp_path, "teacher")
+    assert model.out_features == 3
