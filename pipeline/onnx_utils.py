@@ -41,7 +41,14 @@ def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path, opset: int
 
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # the TorchScript exporter's deprecation notice
-            torch.onnx.export(model, (example,), str(tmp), dynamo=dynamo, **kwargs)
+            try:
+                torch.onnx.export(model, (example,), str(tmp), dynamo=dynamo, **kwargs)
+            except Exception as e:  # an op the exporter cannot express, data-dependent control flow, ...
+                other = "export.dynamo: true (needs onnxscript)" if not dynamo else "export.dynamo: false"
+                raise UserError(
+                    f"export: torch.onnx.export failed for {type(model).__name__} at opset {opset} "
+                    f"({type(e).__name__}: {str(e).splitlines()[0][:300]}); try another export.opset or {other}"
+                ) from None
         m = onnx.load(str(tmp))
         nodes_before = len(m.graph.node)
         if simplify:

@@ -110,3 +110,4 @@ def test_npz_with_wrong_arrays_names_the_path(external_project, tmp_path, capsys
     code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "val.npz" in err and "'x' and 'y'" in err
+

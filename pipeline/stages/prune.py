@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from pipeline.errors import BudgetExceeded
+from pipeline.errors import BudgetExceeded, UserError
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import classifier_layers, labeled_subset, load_model, macs_and_params, student_train_set
 
@@ -51,18 +51,24 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         "random": lambda: tp.importance.RandomImportance(),
     }[cfg.importance]()
     student.eval()
-    pruner = tp.pruner.MetaPruner(
-        student, example, importance=importance, pruning_ratio=cfg.ratio, global_pruning=cfg.global_pruning,
-        iterative_steps=cfg.iterative_steps, ignored_layers=classifier_layers(student, d.num_classes),
-        round_to=cfg.round_to,
-    )
+    try:
+        pruner = tp.pruner.MetaPruner(
+            student, example, importance=importance, pruning_ratio=cfg.ratio, global_pruning=cfg.global_pruning,
+            iterative_steps=cfg.iterative_steps, ignored_layers=classifier_layers(student, d.num_classes),
+            round_to=cfg.round_to,
+        )
+    except Exception as e:  # Torch-Pruning cannot trace the model's dependency graph
+        raise UserError(_cannot_prune(e)) from None
     x, y, has_label = student_train_set(inputs)
     t_logits = teacher_logits_for(inputs, x)
     mask = labeled_subset(y, has_label, inputs.config.distill.labeled_fraction, seed)
     dcfg = inputs.config.distill
     steps = cfg.iterative_steps
     for step in range(steps):
-        pruner.step()
+        try:
+            pruner.step()
+        except Exception as e:
+            raise UserError(_cannot_prune(e)) from None
         macs, params = macs_and_params(student, d.input_shape)
         inputs.log(f"[prune] step {step + 1}/{steps}: params {params0} -> {params}, MACs {macs0} -> {macs}")
         epochs = max(0, round(cfg.finetune_epochs / steps))
@@ -86,3 +92,8 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         )
     path = save_checkpoint(student, workdir / "pruned.pt", {"role": "student", "pruned": True})
     return Artifact({"model": path}, "model", metrics)
+
+
+def _cannot_prune(e: Exception) -> str:
+    return (f"prune: Torch-Pruning could not prune the student ({type(e).__name__}: {str(e).splitlines()[0][:300]}); "
+            "set prune.enabled: false to skip pruning, or use a student built from standard layers")
