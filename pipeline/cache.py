@@ -4,12 +4,14 @@ Key = sha256 of the stage's config section (and any section it also reads), the 
 upstream artifact file, the data's digest, the model definitions (including a user factory's source
 file), the target where the stage depends on it, and the versions of the tools that shape results.
 Each finished stage folder holds `stage.json` (key, files with sha256, metrics), written last, so a
-stage killed mid-way is never trusted.
+stage killed mid-way is never trusted. Finished stages are also kept by key in a store shared by
+sibling run folders, so `runs/jetson` reuses the training that `runs/cpu` already did.
 """
 
 from __future__ import annotations
 
 import json
+import os
 from importlib import metadata
 from pathlib import Path
 from typing import Any, Optional
@@ -63,3 +65,37 @@ def save_record(stage_dir: Path, key: str, files: dict[str, Path], primary: str,
     }
     write_json(stage_dir / RECORD, rec)
     return rec
+
+
+def shared_store(out_dir: Path) -> Path:
+    """The cache shared by run folders that sit side by side (runs/cpu and runs/jetson share runs/.edgepipe-cache)."""
+    return out_dir.resolve().parent / ".edgepipe-cache"
+
+
+def restore(store: Path, key: str, work: Path) -> bool:
+    """Copy a stage stored under `key` into the empty scratch folder `work`, if it is stored and intact."""
+    import shutil
+
+    src = store / key
+    if load_record(src, key) is None:
+        return False
+    shutil.rmtree(work, ignore_errors=True)
+    shutil.copytree(src, work)
+    return load_record(work, key) is not None
+
+
+def keep(store: Path, key: str, stage_dir: Path) -> None:
+    """Store a finished stage folder under its key (copied to a temp name, then renamed: never half-written)."""
+    import shutil
+
+    dest = store / key
+    if load_record(dest, key) is not None:
+        return
+    shutil.rmtree(dest, ignore_errors=True)  # absent, or damaged: replace it
+    tmp = store / f".{key}.{os.getpid()}.tmp"
+    shutil.rmtree(tmp, ignore_errors=True)
+    shutil.copytree(stage_dir, tmp)
+    try:
+        tmp.rename(dest)
+    except OSError:  # another run stored it first
+        shutil.rmtree(tmp, ignore_errors=True)

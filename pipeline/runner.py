@@ -16,7 +16,7 @@ from typing import Any, Callable
 import numpy as np
 
 from pipeline import __version__
-from pipeline.cache import load_record, save_record, stage_key, tool_versions
+from pipeline.cache import keep, load_record, restore, save_record, shared_store, stage_key, tool_versions
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_path, sha256_file, write_json
 from pipeline.stages import STAGES
@@ -71,6 +71,7 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
               "student": _model_id(cfg.student, base), "versions": versions}
     artifacts: dict[str, Artifact] = {}
     records: list[dict] = []
+    store = shared_store(out)
     total0 = time.perf_counter()
     for entry in STAGES:
         section = getattr(cfg, entry.config_key) if entry.config_key else None
@@ -85,6 +86,10 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
         key = stage_key(parts)
         stage_dir = out / entry.name
         rec = None if force else load_record(stage_dir, key)
+        work = out / ".work" / entry.name
+        if rec is None and not force and restore(store, key, work):
+            _swap_in(work, stage_dir)  # finished by a sibling run folder with the same inputs
+            rec = load_record(stage_dir, key)
         if rec is not None:
             art = Artifact({r: stage_dir / f["path"] for r, f in rec["files"].items()}, rec["primary"], rec["metrics"],
                            rec["status"])
@@ -93,7 +98,6 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
             log(f"[green]✓[/green] {entry.name}: cached", markup=True)
             continue
         log(f"[bold cyan]▶ {entry.name}[/bold cyan]: {entry.description}", markup=True)
-        work = out / ".work" / entry.name
         shutil.rmtree(work, ignore_errors=True)
         work.mkdir(parents=True)
         inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log)
@@ -108,6 +112,7 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
         files = {r: Path(p) for r, p in art.files.items()}
         save_record(work, key, files, art.primary, art.metrics, art.status, seconds)
         _swap_in(work, stage_dir)
+        keep(store, key, stage_dir)
         art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
         artifacts[entry.name] = art
         records.append(_manifest_stage(entry.name, art.status, seconds, art, out))

@@ -111,3 +111,20 @@ def test_npz_with_wrong_arrays_names_the_path(external_project, tmp_path, capsys
     err = capsys.readouterr().err
     assert code == 2 and "val.npz" in err and "'x' and 'y'" in err
 
+
+
+def test_sibling_run_folders_share_target_independent_stages(digits_tiny, tmp_path):
+    run_pipeline(digits_tiny, target="cpu", out_dir=tmp_path / "runs" / "cpu", quiet=True)
+    other = run_pipeline(digits_tiny, target="arm64-cpu", out_dir=tmp_path / "runs" / "arm", quiet=True)
+    status = {s["name"]: s["status"] for s in other["stages"]}
+    assert [status[n] for n in ("train_teacher", "distill", "prune", "export")] == ["cached"] * 4
+    assert status["quantize"] == "done"  # the target's INT8 scheme differs
+    assert (tmp_path / "runs" / "arm" / "export" / "teacher_fp32.onnx").is_file()
+    # a corrupted store entry is never trusted: it is redone
+    store = tmp_path / "runs" / ".edgepipe-cache"
+    for f in store.glob("*/student.pt"):
+        f.write_bytes(b"corrupt")
+    third = run_pipeline(digits_tiny, target="cpu", out_dir=tmp_path / "runs" / "cpu2", quiet=True)
+    assert {s["name"]: s["status"] for s in third["stages"]}["distill"] == "done"
+    fourth = run_pipeline(digits_tiny, target="cpu", out_dir=tmp_path / "runs" / "cpu3", quiet=True)
+    assert {s["name"]: s["status"] for s in fourth["stages"]}["distill"] == "cached"  # the store was repaired
