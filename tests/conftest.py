@@ -147,3 +147,25 @@ def external_models(tmp_path: Path):
     mod = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(mod)
     return mod
+
+
+def write_tiny_onnx(path, batch_dim="N"):
+    """input [N, 4] float32 -> logits [N, 3] (one MatMul)."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
+    g = helper.make_graph(
+        [helper.make_node("MatMul", ["input", "w"], ["logits"])], "tiny",
+        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch_dim, 4])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch_dim, 3])], [w])
+    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
+    m.ir_version = 8
+    onnx.save(m, str(path))
+    return path
+
+
+@pytest.fixture()
+def make_tiny_onnx():
+    """A function writing a one-MatMul ONNX model (input [N, 4] -> logits [N, 3]) to a path."""
+    return write_tiny_onnx

@@ -1,29 +1,15 @@
 """OrtRunner on a tiny ONNX model built in code."""
 
 import numpy as np
-import onnx
 import pytest
-from onnx import TensorProto, helper, numpy_helper
 
 from pipeline.errors import UserError
 from pipeline.runtimes.base import RunnerOptions, open_runner
 from pipeline.runtimes.ort import OrtRunner
 
 
-def tiny_onnx(path, batch_dim="N"):
-    w = numpy_helper.from_array(np.arange(12, dtype=np.float32).reshape(4, 3), "w")
-    g = helper.make_graph(
-        [helper.make_node("MatMul", ["input", "w"], ["logits"])], "tiny",
-        [helper.make_tensor_value_info("input", TensorProto.FLOAT, [batch_dim, 4])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, [batch_dim, 3])], [w])
-    m = helper.make_model(g, opset_imports=[helper.make_opsetid("", 17)])
-    m.ir_version = 8
-    onnx.save(m, str(path))
-    return path
-
-
-def test_open_infer_describe(tmp_path):
-    r = open_runner(str(tiny_onnx(tmp_path / "t.onnx")), options=RunnerOptions(threads=1))
+def test_open_infer_describe(tmp_path, make_tiny_onnx):
+    r = open_runner(str(make_tiny_onnx(tmp_path / "t.onnx")), options=RunnerOptions(threads=1))
     assert isinstance(r, OrtRunner)
     r.open()
     (spec,) = r.inputs()
@@ -36,16 +22,16 @@ def test_open_infer_describe(tmp_path):
     r.close()
 
 
-def test_static_batch_shape(tmp_path):
-    r = OrtRunner(tiny_onnx(tmp_path / "s.onnx", batch_dim=2))
+def test_static_batch_shape(tmp_path, make_tiny_onnx):
+    r = OrtRunner(make_tiny_onnx(tmp_path / "s.onnx", batch_dim=2))
     r.open()
     assert r.inputs()[0].shape == (2, 4)
 
 
-def test_providers_asked_and_present(tmp_path):
+def test_providers_asked_and_present(tmp_path, make_tiny_onnx):
     import onnxruntime as ort
 
-    p = tiny_onnx(tmp_path / "t.onnx")
+    p = make_tiny_onnx(tmp_path / "t.onnx")
     r = OrtRunner(p, RunnerOptions(providers=["NoSuchExecutionProvider", "CPUExecutionProvider"]))
     r.open()
     assert r.describe()["providers"] == ["CPUExecutionProvider"]
@@ -59,14 +45,14 @@ def test_providers_asked_and_present(tmp_path):
     assert set(d.describe()["providers"]) <= set(ort.get_available_providers())
 
 
-def test_bad_model_and_options(tmp_path):
+def test_bad_model_and_options(tmp_path, make_tiny_onnx):
     with pytest.raises(UserError, match="not found"):
         OrtRunner(tmp_path / "missing.onnx").open()
     junk = tmp_path / "junk.onnx"
     junk.write_bytes(b"not a model")
     with pytest.raises(UserError, match="could not load"):
         OrtRunner(junk).open()
-    p = tiny_onnx(tmp_path / "t.onnx")
+    p = make_tiny_onnx(tmp_path / "t.onnx")
     with pytest.raises(UserError, match="graph_optimization_level"):
         OrtRunner(p, RunnerOptions(extra={"graph_optimization_level": "max"})).open()
     with pytest.raises(UserError, match="threads"):
