@@ -63,7 +63,7 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}", markup=True)
-    data = load_data(cfg.data, base)
+    data = _with_num_classes(load_data(cfg.data, base), cfg.num_classes, config_path)
     _check_models_fit(cfg, data, base)
     _save_eval_data(out, data)
     versions = tool_versions()
@@ -148,6 +148,18 @@ def _model_id(spec: Any, base: Path) -> dict:
         if cand.is_file():
             ident["source_sha256"] = sha256_file(cand)
     return ident
+
+
+def _with_num_classes(data: Any, num_classes: Any, config_path: Any) -> Any:
+    """Apply the config's `num_classes` (e.g. classes absent from a small data set), checked against the labels."""
+    import dataclasses
+
+    if num_classes is None:
+        return data
+    if num_classes < data.num_classes:
+        raise UserError(f"{config_path}: num_classes = {num_classes}, but the labels go up to {data.num_classes - 1} "
+                        f"(allowed: num_classes >= {data.num_classes}, or leave it out)")
+    return dataclasses.replace(data, num_classes=num_classes)
 
 
 def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:

@@ -99,3 +99,10 @@ def test_unknown_target(tmp_path, capsys):
     code = main(["run", "--config", str(write(tmp_path, BASE)), "--target", "toaster", "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "unknown target 'toaster'" in err and "cpu" in err
+
+
+def test_num_classes_below_the_labels_is_refused(tmp_path, capsys):
+    p = write(tmp_path, BASE + "num_classes: 5\n")
+    code = main(["run", "--config", str(p), "--out", str(tmp_path / "out"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "num_classes = 5" in err and "labels go up to 9" in err
