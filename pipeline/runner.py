@@ -178,6 +178,11 @@ def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
                 f"data: images of shape {list(data.input_shape)} (C, H, W) do not fit the {role} model: "
                 f"{str(e).splitlines()[0]}"
             ) from None
+        if not isinstance(out, torch.Tensor):
+            raise UserError(
+                f"{role}: the model returns {type(out).__name__}, but edgepipe needs one logits tensor of shape "
+                f"[N, {data.num_classes}] (wrap the model so forward returns the logits alone)"
+            )
         if out.ndim != 2 or out.shape[1] != data.num_classes:
             raise UserError(
                 f"{role}: the model outputs shape {list(out.shape)} but the data has {data.num_classes} classes "

@@ -128,3 +128,19 @@ def test_sibling_run_folders_share_target_independent_stages(digits_tiny, tmp_pa
     assert {s["name"]: s["status"] for s in third["stages"]}["distill"] == "done"
     fourth = run_pipeline(digits_tiny, target="cpu", out_dir=tmp_path / "runs" / "cpu3", quiet=True)
     assert {s["name"]: s["status"] for s in fourth["stages"]}["distill"] == "cached"  # the store was repaired
+
+
+def test_model_returning_a_tuple_is_a_clear_user_error(external_project, tmp_path, capsys):
+    models = external_project.parent / "models.py"
+    models.write_text(models.read_text() + (
+        "\n\nclass TwoHeads(Teacher):\n"
+        "    def forward(self, x):\n"
+        "        y = super().forward(x)\n"
+        "        return y, y\n"
+        "\n\ndef make_two(num_classes, in_channels):\n"
+        "    return TwoHeads(num_classes, in_channels)\n"
+    ))
+    external_project.write_text(external_project.read_text().replace("models:make_teacher", "models:make_two"))
+    code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
+    err = capsys.readouterr().err
+    assert code == 2 and "teacher: the model returns tuple" in err and "Traceback" not in err
