@@ -157,7 +157,9 @@ def targets_dir() -> Path:
     env = os.environ.get("EDGEPIPE_TARGETS")
     if env:
         return Path(env)
-    return Path(__file__).resolve().parents[1] / "targets"
+    repo = Path(__file__).resolve().parents[1] / "targets"
+    # From a checkout (or editable install) the repository's targets/; from a wheel, the packaged copy.
+    return repo if repo.is_dir() else Path(__file__).resolve().parent / "_targets"
 
 
 def available_targets() -> list[str]:

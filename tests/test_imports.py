@@ -35,3 +35,16 @@ def test_cli_help_lists_subcommands():
     assert r.returncode == 0
     for cmd in ("run", "bench", "deploy", "targets"):
         assert cmd in r.stdout
+
+
+def test_every_subpackage_ships_in_the_wheel():
+    """pyproject lists packages by hand (targets/ is mapped in): a new subpackage must be listed too."""
+    import tomllib
+    from pathlib import Path
+
+    root = Path(pipeline.__file__).parent
+    found = {"pipeline." + ".".join(p.parent.relative_to(root).parts) if p.parent != root else "pipeline"
+             for p in root.rglob("__init__.py")}
+    listed = set(tomllib.loads((root.parent / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"])
+    assert found <= listed, f"add to pyproject [tool.setuptools] packages: {sorted(found - listed)}"
+    assert "pipeline._targets" in listed

@@ -1,0 +1,1 @@
+"""Pipeline configs shipped with edgepipe (the built-in demo)."""
