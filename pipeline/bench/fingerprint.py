@@ -32,7 +32,9 @@ def _read(root: Path, rel: str) -> Optional[str]:
         return None
 
 
-def _run(argv: list[str], timeout: float = 5.0) -> Optional[str]:
+def _run(argv: list[str], timeout: float = 5.0, any_status: bool = False) -> Optional[str]:
+    """stdout of a diagnostic command (None when absent, timed out, or failed unless `any_status`:
+    `nvpmodel -q` without sudo prints the mode, then NVPM ERROR lines, and may exit non-zero)."""
     exe = shutil.which(argv[0])
     if exe is None:
         return None
@@ -40,7 +42,9 @@ def _run(argv: list[str], timeout: float = 5.0) -> Optional[str]:
         p = subprocess.run([exe, *argv[1:]], capture_output=True, text=True, timeout=timeout)
     except (OSError, subprocess.TimeoutExpired):
         return None
-    return p.stdout.strip() if p.returncode == 0 else None
+    if p.returncode == 0 or any_status:
+        return (p.stdout + ("\n" + p.stderr if any_status else "")).strip() or None
+    return None
 
 
 def cpu_info(root: Path = Path("/")) -> dict[str, Any]:
@@ -102,26 +106,22 @@ def jetson_info(root: Path = Path("/")) -> Optional[dict[str, Any]]:
     l4t = _read(root, "etc/nv_tegra_release")
     if not l4t and not (model and ("jetson" in model.lower() or "nvidia" in model.lower())):
         return None
-    release = None
-    if l4t:
-        # "# R35 (release), REVISION: 4.1, GCID: ..., BOARD: t186ref, EABI: aarch64, DATE: ..."
-        first = l4t.splitlines()[0]
-        parts = first.lstrip("# ").split(",")
-        major = parts[0].split()[0] if parts and parts[0].split() else ""
-        rev = next((p.split(":", 1)[1].strip() for p in parts if "REVISION" in p), "")
-        release = f"{major}.{rev}".lstrip("R") if major else first
-    nvp = _run(["nvpmodel", "-q"])
-    mode = None
-    if nvp:
-        for line in nvp.splitlines():
-            if "Power Mode" in line:
-                mode = line.split(":", 1)[-1].strip()
+    from pipeline.deploy.device.device_facts import parse_jetson_clocks, parse_l4t, parse_nvpmodel
+
+    release = (parse_l4t(l4t)["release"] or l4t.splitlines()[0]) if l4t else None
+    nvp = _run(["nvpmodel", "-q"], any_status=True)
+    mode = parse_nvpmodel(nvp or "")
+    clocks = jetson_clocks_state(root)
+    if clocks == "unknown":
+        # sysfs said nothing: `jetson_clocks --show` tells, when we may run it (it needs root)
+        clocks = parse_jetson_clocks(_run(["jetson_clocks", "--show"]) or "")["state"]
     return {
         "model": model,
         "l4t_release": release,
         "l4t_raw": l4t.splitlines()[0] if l4t else None,
-        "nvpmodel": mode or (nvp.splitlines()[0] if nvp else None),
-        "jetson_clocks": jetson_clocks_state(root),
+        "nvpmodel": mode["name"] or (nvp.splitlines()[0] if nvp else None),
+        "nvpmodel_id": mode["id"],
+        "jetson_clocks": clocks,
     }
 
 

@@ -1,15 +1,8 @@
-"""Parse trtexec logs (TensorRT 7.x to 11.x) and `--exportTimes` JSON into a result document.
+"""Turn a trtexec log (and its `--exportTimes` JSON) into a result document.
 
-Summary formats differ by generation:
-- 7.x: no `=== Performance summary ===`; blocks titled `Host Latency`, `Enqueue Time`, `H2D Latency`,
-  `GPU Compute`, `D2H Latency` with lines `min: X ms (end to end Y ms)` ... `percentile: X ms at 99%`,
-  plus `throughput: N qps` and `walltime: S s`.
-- 8.0-8.2: summary header; one line per metric `Latency: min = X ms, max = ..., median = ...,
-  percentile(99%) = ...`, with an extra `End-to-End Host Latency` line.
-- 8.4: like 8.2 without the End-to-End line.
-- 8.5-11.x: `percentile(90%)`, `(95%)` and `(99%)` on every line.
-Fields a log does not have stay None and are listed in `missing`; a number that cannot be read
-(a truncated line) is treated the same way.
+Reading the log's text (which run, which summary layout, which numbers) is `trtexec_parse`; this module
+reads the files, works out batch, streams, throughput and whether copies were timed, and fills the
+result document. Fields a log does not have stay None and are listed in `missing`.
 """
 
 from __future__ import annotations
@@ -19,149 +12,20 @@ from pathlib import Path
 from typing import Any, Optional
 
 from pipeline.bench.stats import LatencyStats
+from pipeline.bench.trtexec_parse import decode_version, parse_log_text  # noqa: F401  (public API)
 from pipeline.errors import UserError
 
-_NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
-_PREFIX = re.compile(r"^(?:\[[^\]]*\]\s*)*")  # "[06/12/2022-22:34:00] [I] "
-_VERSION = re.compile(r"TensorRT\.trtexec \[TensorRT v(\d+)\]")
-_VERSION_LINE = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)*)")
-_METRIC_NAMES = {
-    "latency": "latency",
-    "end-to-end host latency": "end_to_end",
-    "enqueue time": "enqueue",
-    "h2d latency": "h2d",
-    "gpu compute time": "gpu_compute",
-    "d2h latency": "d2h",
-}
-_V7_BLOCKS = {
-    "host latency": "latency",
-    "enqueue time": "enqueue",
-    "h2d latency": "h2d",
-    "gpu compute": "gpu_compute",
-    "d2h latency": "d2h",
-}
-_KEYS = {"min": "min", "max": "max", "mean": "mean", "median": "p50"}
-
-
-def decode_version(code: str | int) -> tuple[int, int, int]:
-    """`v8400` -> (8, 4, 0); `v100200` -> (10, 2, 0) (NV_TENSORRT_VERSION encodings before/after 10)."""
-    n = int(code)
-    if n >= 10000:
-        return n // 10000, (n // 100) % 100, n % 100
-    return n // 1000, (n // 100) % 10, n % 100
-
-
-def _strip(line: str) -> str:
-    return _PREFIX.sub("", line.rstrip()).strip()
-
-
-def _parse_metric_line(body: str) -> dict[str, Optional[float]]:
-    """`min = X ms, max = Y ms, ..., percentile(90%) = Z ms` -> {min, max, mean, p50, p90, ...}."""
-    out: dict[str, Optional[float]] = {}
-    for part in body.split(","):
-        part = part.strip()
-        m = re.match(r"^(min|max|mean|median)\s*=\s*" + _NUM + r"\s*ms$", part)
-        if m:
-            out[_KEYS[m.group(1)]] = float(m.group(2))
-            continue
-        m = re.match(r"^percentile\((\d+(?:\.\d+)?)%\)\s*=\s*" + _NUM + r"\s*ms$", part)
-        if m:
-            out[f"p{float(m.group(1)):g}"] = float(m.group(2))
-    return out
-
-
-def parse_log_text(text: str) -> dict[str, Any]:
-    """Parse a trtexec log.
-
-    Args:
-        text: the log (whole, or just its summary).
-    Returns:
-        {"format", "version", "throughput_qps", "walltime_s", "metrics": {name: {min,...}},
-         "command", "gpu_cv"} where names are latency, end_to_end, enqueue, h2d, gpu_compute, d2h.
-    Raises:
-        UserError: no summary of either kind is in the text.
-    """
-    version = None
-    command = None
-    for line in text.splitlines():
-        m = _VERSION.search(line)
-        if m:
-            version = decode_version(m.group(1))
-            command = line.split("#", 1)[1].strip() if "#" in line else command
-        m = _VERSION_LINE.search(line)
-        if m and version is None:
-            parts = [int(x) for x in m.group(1).split(".")]
-            version = decode_version(parts[0]) if len(parts) == 1 else tuple((parts + [0, 0])[:3])
-    lines = [_strip(l) for l in text.splitlines()]
-    metrics: dict[str, dict[str, Optional[float]]] = {}
-    res: dict[str, Any] = {"version": version, "command": command, "throughput_qps": None, "walltime_s": None,
-                           "gpu_cv": None, "metrics": metrics}
-    if any(l == "=== Performance summary ===" for l in lines):
-        for l in lines:
-            name, sep, body = l.partition(":")
-            key = _METRIC_NAMES.get(name.strip().lower())
-            if sep and key:
-                metrics[key] = _parse_metric_line(body)
-            elif l.startswith("Throughput:"):
-                res["throughput_qps"] = _num_after(l, "qps")
-            elif l.startswith("Total Host Walltime:"):
-                res["walltime_s"] = _num_after(l, "s")
-            m = re.search(r"coefficient of variance = " + _NUM + "%", l)
-            if m:
-                res["gpu_cv"] = float(m.group(1)) / 100
-        if "end_to_end" in metrics:
-            res["format"] = "8.0-8.2"
-        elif any("p90" in v for v in metrics.values()):
-            res["format"] = "8.5+"
-        else:
-            res["format"] = "8.4"
-        return res
-    block = None
-    for l in lines:
-        low = l.lower()
-        if low in _V7_BLOCKS:
-            block = _V7_BLOCKS[low]
-            metrics.setdefault(block, {})
-            continue
-        if block is None:
-            continue
-        m = re.match(r"^(min|max|mean|median):\s*" + _NUM + r"\s*ms(?:\s*\(end to end " + _NUM + r" ms\))?", l)
-        if m:
-            metrics[block][_KEYS[m.group(1)]] = float(m.group(2))
-            if m.group(3) is not None:
-                metrics.setdefault("end_to_end", {})[_KEYS[m.group(1)]] = float(m.group(3))
-            continue
-        m = re.match(r"^percentile:\s*" + _NUM + r"\s*ms at (\d+(?:\.\d+)?)%(?:\s*\(end to end " + _NUM + r" ms)?", l)
-        if m:
-            p = f"p{float(m.group(2)):g}"
-            metrics[block][p] = float(m.group(1))
-            if m.group(3) is not None:
-                metrics.setdefault("end_to_end", {})[p] = float(m.group(3))
-            continue
-        if low.startswith("throughput:"):
-            res["throughput_qps"] = _num_after(l, "qps")
-        elif low.startswith("walltime:"):
-            res["walltime_s"] = _num_after(l, "s")
-    if not metrics.get("latency"):
-        raise UserError(
-            "no trtexec performance summary found (neither '=== Performance summary ===' nor a 7.x "
-            "'Host Latency' block); pass the complete trtexec output"
-        )
-    res["format"] = "7.x"
-    return res
-
-
-def _num_after(line: str, unit: str) -> Optional[float]:
-    m = re.search(_NUM + r"\s*" + re.escape(unit) + r"\b", line)
-    return float(m.group(1)) if m else None
+# per-iteration series in --exportTimes records: TensorRT 8+ names, then the 7.x tracer's names
+_SERIES = (("h2dMs", "h2d"), ("inMs", "h2d"), ("d2hMs", "d2h"), ("outMs", "d2h"), ("endToEndMs", "end_to_end"))
 
 
 def read_export_times(path: str | Path) -> dict[str, list[float]]:
     """Per-iteration times from `trtexec --exportTimes=F.json`.
 
     Returns:
-        {"latency": [...host latency ms...], "gpu_compute": [...], "h2d": [...], "d2h": [...]} with
-        only the series present in the file.
+        {"latency": [...host latency ms...], "gpu_compute": [...], "h2d": [...], "d2h": [...],
+        "end_to_end": [...]} with only the series present in the file (TensorRT 8+ names `h2dMs`/`d2hMs`
+        and the 7.x names `inMs`/`outMs`/`endToEndMs` are both read).
     """
     import json
 
@@ -174,19 +38,22 @@ def read_export_times(path: str | Path) -> dict[str, list[float]]:
         raise UserError(f"trtexec times file {p} is not valid JSON: {e}") from None
     if not isinstance(data, list):
         raise UserError(f"trtexec times file {p}: expected a JSON list of per-iteration records")
-    out: dict[str, list[float]] = {"latency": [], "gpu_compute": [], "h2d": [], "d2h": []}
+    out: dict[str, list[float]] = {"latency": [], "gpu_compute": [], "h2d": [], "d2h": [], "end_to_end": []}
     for rec in data:
         if not isinstance(rec, dict) or ("latencyMs" not in rec and "computeMs" not in rec and "endComputeMs" not in rec):
             continue  # the leading {"count": N} record
-        if "latencyMs" in rec:
-            out["latency"].append(float(rec["latencyMs"]))
-        if "computeMs" in rec:
-            out["gpu_compute"].append(float(rec["computeMs"]))
-        elif "startComputeMs" in rec and "endComputeMs" in rec:
-            out["gpu_compute"].append(float(rec["endComputeMs"]) - float(rec["startComputeMs"]))
-        for k, name in (("h2dMs", "h2d"), ("d2hMs", "d2h")):
-            if k in rec:
-                out[name].append(float(rec[k]))
+        try:
+            if "latencyMs" in rec:
+                out["latency"].append(float(rec["latencyMs"]))
+            if "computeMs" in rec:
+                out["gpu_compute"].append(float(rec["computeMs"]))
+            elif "startComputeMs" in rec and "endComputeMs" in rec:
+                out["gpu_compute"].append(float(rec["endComputeMs"]) - float(rec["startComputeMs"]))
+            for k, name in _SERIES:
+                if k in rec:
+                    out[name].append(float(rec[k]))
+        except (TypeError, ValueError):
+            raise UserError(f"trtexec times file {p}: a record has a non-numeric time: {rec}") from None
     out = {k: v for k, v in out.items() if v}
     if not out:
         raise UserError(f"trtexec times file {p} holds no per-iteration latencyMs/computeMs records")
@@ -205,16 +72,43 @@ def transfers_from(version: Optional[tuple[int, ...]], command: Optional[str]) -
     return "excluded" if version[0] >= 11 else "included"
 
 
-def _batch_from(command: Optional[str]) -> tuple[Optional[int], bool]:
-    """(batch, implicit): `--batch=16` (implicit batch, TensorRT < 10) or the leading dimension of
-    the first `--shapes=name:NxCxHxW` (explicit batch)."""
-    if not command:
-        return None, False
-    m = re.search(r"--batch=(\d+)", command)
+def _batch_from(command: Optional[str], input_dims: Optional[list[int]] = None) -> tuple[Optional[int], bool, Optional[str]]:
+    """(batch, implicit, where from): `--batch=16` (implicit batch, TensorRT < 10), the leading
+    dimension of the first `--shapes=name:NxCxHxW` (explicit batch; the name may be quoted), or of a
+    4-D input binding the log printed (NCHW; a 3-D binding is an implicit-batch CHW, so not used)."""
+    m = re.search(r"--batch[= ](\d+)", command or "")
     if m:
-        return int(m.group(1)), True
-    m = re.search(r"--shapes=[^:\s]+:(\d+)x", command)
-    return (int(m.group(1)) if m else None), False
+        return int(m.group(1)), True, "--batch"
+    m = re.search(r"--shapes[= ]\S*?:(\d+)(?=x|,|\s|$)", command or "")
+    if m:
+        return int(m.group(1)), False, "--shapes"
+    if input_dims and len(input_dims) == 4:
+        return input_dims[0], False, "input binding"
+    return None, False, None
+
+
+def _streams_from(command: Optional[str]) -> Optional[int]:
+    # --streams (<= 8.6) / --infStreams (>= 10): queries run concurrently, so qps is the total over all
+    m = re.search(r"--(?:streams|infStreams)[= ](\d+)", command or "")
+    return int(m.group(1)) if m else None
+
+
+def _read_text(p: Path) -> str:
+    """The log as text: UTF-8 (BOM or not), or UTF-16 with a BOM (what PowerShell's `>` writes)."""
+    try:
+        data = p.read_bytes()
+    except OSError as e:
+        raise UserError(f"trtexec log {p} could not be read as text: {e}") from None
+    try:
+        if data[:2] in (b"\xff\xfe", b"\xfe\xff"):
+            text = data.decode("utf-16")
+            # trtexec prints ASCII: bytes that only look like a UTF-16 BOM decode to mostly non-ASCII
+            if sum(c < "\x80" for c in text) < 0.5 * len(text):
+                raise UserError(f"trtexec log {p} could not be read as text: not UTF-8, and not UTF-16 text either")
+            return text
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as e:
+        raise UserError(f"trtexec log {p} could not be read as text: {e}") from None
 
 
 def _ips(qps: Optional[float], batch: Optional[int], implicit: bool) -> Optional[float]:
@@ -248,20 +142,17 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     p = Path(log_path)
     if not p.is_file():
         raise UserError(f"trtexec log not found: {p}")
-    try:
-        text = p.read_text(encoding="utf-8", errors="strict")
-    except (OSError, UnicodeDecodeError) as e:
-        raise UserError(f"trtexec log {p} could not be read as text: {e}") from None
+    text = _read_text(p)
     try:
         parsed = parse_log_text(text)
     except UserError as e:
         raise UserError(f"{p}: {e}") from None
     m = parsed["metrics"]
-    log_batch, implicit = _batch_from(parsed["command"])
+    log_batch, implicit, batch_from = _batch_from(parsed["command"], parsed["input_dims"])
     if batch is None:
         batch = log_batch
     else:
-        implicit = False
+        implicit, batch_from = False, "argument"
     qps = parsed["throughput_qps"]
     ips = _ips(qps, batch, implicit)
     if times_path is not None:
@@ -277,12 +168,9 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
         stats = _stats_from_summary(m["latency"], batch, ips)
         if m.get("gpu_compute"):
             stats.device = _stats_from_summary(m["gpu_compute"], batch, ips)
-    transfers = transfers_from(parsed["version"], parsed["command"])
-    h2d, d2h = m.get("h2d") or {}, m.get("d2h") or {}
-    if transfers is None and h2d and d2h and h2d.get("max") == 0 and d2h.get("max") == 0:
-        transfers = "excluded"  # H2D and D2H all zero: run with --noDataTransfers
-    elif transfers is None and (h2d.get("mean") or d2h.get("mean")):
-        transfers = "included"
+            # trtexec computed this CV over every iteration's GPU time (it warns above ~1 %)
+            stats.device.cv = parsed["gpu_cv"]
+    transfers = _transfers(parsed, m)
     stats.transfers = transfers
     info = {
         "format": parsed["format"],
@@ -291,7 +179,11 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
         "throughput_qps": qps,
         "walltime_s": parsed["walltime_s"],
         "gpu_compute_cv": parsed["gpu_cv"],
+        "streams": _streams_from(parsed["command"]),
+        "batch_from": batch_from,
+        "summaries_in_log": parsed["summaries"],
         "summary": m,
+        "profile": parsed["profile"],
         "log": str(p),
         "times": str(times_path) if times_path else None,
     }
@@ -314,11 +206,31 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     doc["end_to_end_latency"] = m.get("end_to_end")
     if qps == 0:
         doc["warnings"].append("trtexec reported a throughput of 0 qps (a known trtexec 7.x reporting quirk); throughput_ips is unusable")
+    if parsed["summaries"] > 1:
+        doc["warnings"].append(f"the log holds {parsed['summaries']} performance summaries (several runs pasted "
+                               "together); only the last one was read")
+    if parsed["failed_after"]:
+        doc["warnings"].append("a trtexec run after the summary that was read reports &&&& FAILED: check the log")
     if times_path is None:
         doc["warnings"].append("no per-iteration times (--times): the regression gate can only compare point values")
     if stats.device is not None and (w := unstable_warning(stats.device, "GPU compute time")):
         doc["warnings"].append(w)
     return doc
+
+
+def _transfers(parsed: dict[str, Any], m: dict[str, dict[str, float]]) -> Optional[str]:
+    """The command's own flag first, then what the summary shows (H2D and D2H all zero: copies were
+    not timed), then the version's default."""
+    cmd = parsed["command"] or ""
+    if "--noDataTransfers" in cmd or "--includeDataTransfers" in cmd:
+        return transfers_from(None, cmd)
+    h2d, d2h = m.get("h2d") or {}, m.get("d2h") or {}
+    if h2d and d2h and h2d.get("max") == 0 and d2h.get("max") == 0:
+        return "excluded"
+    by_version = transfers_from(parsed["version"], cmd)
+    if by_version is None and (h2d.get("mean") or d2h.get("mean")):
+        return "included"
+    return by_version
 
 
 def _engine_from(command: Optional[str]) -> Optional[str]:
