@@ -209,6 +209,10 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     if parsed["summaries"] > 1:
         doc["warnings"].append(f"the log holds {parsed['summaries']} performance summaries (several runs pasted "
                                "together); only the last one was read")
+    for name, d in (("Latency", m.get("latency") or {}), ("GPU Compute Time", m.get("gpu_compute") or {})):
+        if (bad := _inconsistent(d)):
+            doc["warnings"].append(f"the log's {name} numbers contradict each other ({bad}): the log was "
+                                   "probably edited by hand; do not gate on it")
     if parsed["failed_after"]:
         doc["warnings"].append("a trtexec run after the summary that was read reports &&&& FAILED: check the log")
     if times_path is None:
@@ -216,6 +220,18 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     if stats.device is not None and (w := unstable_warning(stats.device, "GPU compute time")):
         doc["warnings"].append(w)
     return doc
+
+
+def _inconsistent(d: dict[str, float]) -> Optional[str]:
+    """The first way a summary breaks min <= median, mean, percentiles <= max (None when it does not)."""
+    lo, hi = d.get("min"), d.get("max")
+    if lo is not None and hi is not None and lo > hi:
+        return f"min {lo:g} > max {hi:g}"
+    for k in ("mean", "p50", "p90", "p95", "p99"):
+        v = d.get(k)
+        if v is not None and ((lo is not None and v < lo) or (hi is not None and v > hi)):
+            return f"{k} {v:g} outside [{lo}, {hi}]"
+    return None
 
 
 def _transfers(parsed: dict[str, Any], m: dict[str, dict[str, float]]) -> Optional[str]:

@@ -232,14 +232,19 @@ def _parse_v7(seg: list[str]) -> dict[str, dict[str, float]]:
             continue
         m = re.match(r"^(min|max|mean|median):\s*" + _NUM + r"\s*ms(?:\s*\(end to end " + _NUM + r" ms\))?", l)
         if m:
-            metrics[block][_KEYS[m.group(1)]] = float(m.group(2))
+            # setdefault: a second value for the same statistic belongs to a block whose title was
+            # cut away (`grep -C` output), never to this one
+            metrics[block].setdefault(_KEYS[m.group(1)], float(m.group(2)))
             if m.group(3) is not None:
-                metrics.setdefault("end_to_end", {})[_KEYS[m.group(1)]] = float(m.group(3))
+                metrics.setdefault("end_to_end", {}).setdefault(_KEYS[m.group(1)], float(m.group(3)))
             continue
         m = re.match(r"^percentile:\s*" + _NUM + r"\s*ms at (\d+(?:\.\d+)?)%(?:\s*\(end to end " + _NUM + r" ms)?", l)
         if m:
             p = f"p{float(m.group(2)):g}"
-            metrics[block][p] = float(m.group(1))
+            metrics[block].setdefault(p, float(m.group(1)))
             if m.group(3) is not None:
-                metrics.setdefault("end_to_end", {})[p] = float(m.group(3))
+                metrics.setdefault("end_to_end", {}).setdefault(p, float(m.group(3)))
+            continue
+        if not re.match(r"^(throughput|walltime|total compute time):", low):
+            block = None  # anything else ("--" between grep chunks, a blank line) ends the block
     return metrics

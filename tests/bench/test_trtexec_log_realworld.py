@@ -49,6 +49,14 @@ EXPECTED = {
         "8.4", None, 169.352,
         {"min": 5.38959, "max": 6.19507, "mean": 5.93288, "p50": 6.02185, "p99": 6.17407},
         {"min": 3.17834, "p99": 3.87793}, 3.05281, 0.0555763),
+    "trt7_grep_context_googlenet_transitions.log": (  # `grep -C 4 mean` output, "--" between chunks
+        "7.x", None, 383.698,
+        {"min": 2.38086, "max": 7.18164, "mean": 2.56869, "p50": 2.50391, "p99": 3.17871, "p90": None},
+        {"min": 2.33887, "max": 7.11914, "mean": 2.51739, "p50": 2.45142, "p99": 3.10742}, 26.0622, None),
+    "trt7_indented_markdown_yolov4.log": (  # every line indented 4 spaces (a markdown list)
+        "7.x", None, 0.0,
+        {"min": 4.34442, "max": 7.12915, "mean": 4.52398, "p50": 4.49951, "p99": 5.46606},
+        {"min": 4.2439, "max": 7.02356, "mean": 4.42492, "p50": 4.40088}, 3.00956, None),
     "trt8_5plus_ais_bench_prefixed.log": (  # "[INFO] [date] [I]" prefixes, summary cut after Latency
         "8.5+", None, 120.699,
         {"min": 9.11414, "max": 11.7442, "mean": 9.81005, "p50": 9.76404, "p90": 10.1075, "p95": 10.1624, "p99": 11.4742},
@@ -177,6 +185,24 @@ def test_prefixes_added_by_ci_docker_and_terminals(prefix):
     r = parse_log_text("".join(prefix + l for l in text.splitlines(keepends=True)))
     assert r["metrics"]["latency"]["p50"] == pytest.approx(112.567) and r["version"] == (10, 9, 0)
     assert r["throughput_qps"] == pytest.approx(8.66824) and r["gpu_cv"] == pytest.approx(0.0108662)
+
+
+def test_grep_chunk_is_not_read_into_the_block_above():
+    """After `--`, grep shows the tail of the Enqueue Time block ("median: 2.46094 ms") without its
+    title; it used to overwrite Host Latency's median (2.50391)."""
+    doc = import_trtexec(FIX / "trt7_grep_context_googlenet_transitions.log")
+    assert doc["latency"]["p50"] == pytest.approx(2.50391)
+    assert doc["end_to_end_latency"]["p99"] == pytest.approx(3.19629)
+    assert "enqueue" not in doc["trtexec"]["summary"]
+
+
+def test_hand_edited_numbers_are_flagged():
+    """A posted 7.x log whose numbers were edited (max below min, mean below min)."""
+    doc = import_trtexec(FIX / "trt7_edited_values_max_below_min.log")
+    assert doc["latency"]["min"] == pytest.approx(4.9716) and doc["latency"]["max"] == pytest.approx(4.4915)
+    w = [x for x in doc["warnings"] if "contradict" in x]
+    assert len(w) == 2 and "min 4.9716 > max 4.4915" in w[0] and "GPU Compute Time" in w[1]
+    assert not any("contradict" in x for x in import_trtexec(FIX / "trt8_5plus_nvidia_tensorrt_4177.log")["warnings"])
 
 
 def test_summary_header_without_latency_values():
