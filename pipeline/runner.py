@@ -67,8 +67,8 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
     _check_models_fit(cfg, data, base)
     _save_eval_data(out, data)
     versions = tool_versions()
-    common = {"data": data.digest(), "seed": cfg.seed, "teacher": _model_id(cfg.teacher, base),
-              "student": _model_id(cfg.student, base), "versions": versions}
+    common = {"data": data.digest(), "seed": cfg.seed, "teacher": _model_id(cfg.teacher, base), "versions": versions}
+    student_id = _model_id(cfg.student, base)
     artifacts: dict[str, Artifact] = {}
     records: list[dict] = []
     store = shared_store(out)
@@ -77,6 +77,8 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
         section = getattr(cfg, entry.config_key) if entry.config_key else None
         parts = {
             "stage": entry.name, **common,
+            # the teacher's training does not depend on the student: changing the student keeps it
+            "student": student_id if entry.name != "train_teacher" else None,
             "config": section.model_dump() if section is not None else None,
             "extra": {k: getattr(cfg, k).model_dump() for k in entry.extra_config},
             "inputs": {n: {r: sha256_file(p) for r, p in artifacts[n].files.items()} for n in entry.needs},

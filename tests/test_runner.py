@@ -144,3 +144,12 @@ def test_model_returning_a_tuple_is_a_clear_user_error(external_project, tmp_pat
     code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "teacher: the model returns tuple" in err and "Traceback" not in err
+
+
+def test_changing_the_student_keeps_the_trained_teacher(digits_tiny, tmp_path):
+    out = tmp_path / "run"
+    run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    digits_tiny.write_text(digits_tiny.read_text().replace("mobilenetv2_student, width: 0.5", "mobilenetv2_student, width: 0.75"))
+    again = run_pipeline(digits_tiny, out_dir=out, quiet=True)
+    status = {s["name"]: s["status"] for s in again["stages"]}
+    assert status["train_teacher"] == "cached" and status["distill"] == "done"
