@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import labeled_subset, load_model, macs_and_params, make_model, student_train_set
+from pipeline.training import teacher_logits_per_shift
 
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
@@ -29,12 +30,11 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         Artifact with `model` = student.pt; metrics hold KD and scratch accuracies on the held-out split.
     """
     from pipeline.models.checkpoint import save_checkpoint
-    from pipeline.training import predict_logits
 
     d, seed = inputs.data, inputs.config.seed
     teacher = load_model(inputs, "teacher", inputs.artifact("train_teacher").path)
     x, y, has_label = student_train_set(inputs)
-    t_logits = predict_logits(teacher, x)
+    t_logits = teacher_logits_per_shift(teacher, x)
     files, metrics = {}, {"temperature": cfg.temperature, "alpha": cfg.alpha}
 
     mask = labeled_subset(y, has_label, cfg.labeled_fraction, seed)
@@ -108,8 +108,6 @@ def _every(log, epochs: int, lines: int = 4):
 
 
 def teacher_logits_for(inputs: StageInputs, x: np.ndarray) -> np.ndarray:
-    """Teacher logits on `x` (used by the prune stage's KD fine-tune)."""
-    from pipeline.training import predict_logits
-
+    """Teacher logits on every shifted copy of `x` (used by the prune stage's KD fine-tune)."""
     teacher = load_model(inputs, "teacher", inputs.artifact("train_teacher").path)
-    return predict_logits(teacher, x)
+    return teacher_logits_per_shift(teacher, x)

@@ -45,3 +45,18 @@ def test_labeled_subset_is_stratified_and_sized():
     mask = labeled_subset(y, np.ones(len(y), bool), 0.1, seed=0)
     assert mask.sum() == 50
     assert all(mask[y == c].sum() == 5 for c in range(10))
+
+
+def test_teacher_logits_match_each_shift_the_student_sees():
+    from pipeline.training import shift_images, shift_set, teacher_logits_per_shift
+
+    teacher = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(64, 3)).eval()
+    x = np.random.default_rng(0).normal(size=(5, 1, 8, 8)).astype(np.float32)
+    per_shift = teacher_logits_per_shift(teacher, x)
+    shifts = shift_set(8)
+    assert per_shift.shape == (len(shifts), 5, 3) and (0, 0) in shifts
+    k = shifts.index((1, -1))
+    with torch.no_grad():
+        want = teacher(shift_images(torch.from_numpy(x), 1, -1)).numpy()
+    assert np.allclose(per_shift[k], want, atol=1e-6)
+    assert not np.allclose(per_shift[k], per_shift[shifts.index((0, 0))])
