@@ -24,6 +24,19 @@ def _save(fig, out: str | Path) -> Path:
     return out
 
 
+def _clip_x(ax: Any, samples: list, q: float = 99.5) -> None:
+    """Limit the x axis to the q-th percentile so one stray iteration does not flatten the plot."""
+    import numpy as np
+
+    pooled = np.concatenate([np.asarray(x, dtype=float) for x in samples if len(x)]) if samples else np.zeros(0)
+    if pooled.size < 20:
+        return
+    hi, top = float(np.percentile(pooled, q)), float(pooled.max())
+    if top > 1.5 * hi:  # only when a tail would squash the body
+        ax.set_xlim(max(0.0, float(pooled.min()) * 0.95), hi * 1.05)
+        ax.set_xlabel(f"latency (ms), axis cut at p{q:g}; max {top:.3f} ms")
+
+
 def plot_latency(doc: dict[str, Any], out: str | Path, title: Optional[str] = None) -> Path:
     """Histogram and empirical CDF of a result's per-iteration latencies, with p50/p90/p99 marked.
 
@@ -41,7 +54,10 @@ def plot_latency(doc: dict[str, Any], out: str | Path, title: Optional[str] = No
     s = np.sort(np.asarray(lat.get("samples_ms") or [], dtype=float))
     fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 3.8))
     if s.size:
-        ax1.hist(s, bins=min(60, max(10, s.size // 10)), color="#4c72b0")
+        hi = float(np.percentile(s, 99.5)) * 1.05 if s.size >= 20 else float(s.max())
+        # bins over the body of the distribution; iterations beyond the cut are named on the axis
+        ax1.hist(s, bins=min(60, max(10, s.size // 10)), range=(float(s.min()), max(hi, float(s.min()) + 1e-9)),
+                 color="#4c72b0")
         ax2.plot(s, np.arange(1, s.size + 1) / s.size, color="#4c72b0", label="host")
     dev = doc.get("device_latency") or {}
     if dev.get("samples_ms"):
@@ -57,6 +73,8 @@ def plot_latency(doc: dict[str, Any], out: str | Path, title: Optional[str] = No
     ax2.set_xlabel("latency (ms)")
     ax2.set_ylabel("fraction of iterations")
     ax2.grid(alpha=0.3)
+    for ax in (ax1, ax2):
+        _clip_x(ax, [s, dev.get("samples_ms") or []])
     if dev.get("samples_ms"):
         ax2.legend(fontsize=8)
     fig.suptitle(title or str(doc.get("model", {}).get("path")), fontsize=10)
@@ -84,6 +102,7 @@ def plot_compare(new: dict[str, Any], base: dict[str, Any], verdict: dict[str, A
     ax1.set_ylabel("fraction of iterations")
     ax1.grid(alpha=0.3)
     ax1.legend(fontsize=8)
+    _clip_x(ax1, [d["latency"].get("samples_ms") or [] for d in (base, new)])
     names, ratios, lo, hi, colors = [], [], [], [], []
     for m, e in verdict["metrics"].items():
         if e.get("ratio") is None:
