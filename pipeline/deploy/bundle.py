@@ -151,9 +151,11 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
 
 
 def _tensorrt_recipe(target: Target, input_spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Copy the builder and runner verbatim, write build_trtexec.sh; return the manifest's `build` section."""
+    """Copy the builder (with its planning module) and runner verbatim, write build_trtexec.sh; return the
+    manifest's `build` section."""
     spec = target.tensorrt
     for src, name in ((PIPELINE_DIR / "build" / "trt_builder.py", "trt_builder.py"),
+                      (PIPELINE_DIR / "build" / "trt_plan.py", "trt_plan.py"),
                       (PIPELINE_DIR / "runtimes" / "trt.py", "trt_runner.py")):
         recipe.check_standalone(src)
         shutil.copyfile(src, out / name)

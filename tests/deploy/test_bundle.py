@@ -61,6 +61,7 @@ def test_orin_nano_bundle_builds_on_gpu_only(make_run, tmp_path):
     target = load_target("jetson-orin-nano")
     # the builder and runner are copied byte for byte from the package
     assert (dist / "trt_builder.py").read_bytes() == (REPO / "pipeline/build/trt_builder.py").read_bytes()
+    assert (dist / "trt_plan.py").read_bytes() == (REPO / "pipeline/build/trt_plan.py").read_bytes()
     assert (dist / "trt_runner.py").read_bytes() == (REPO / "pipeline/runtimes/trt.py").read_bytes()
     script = (dist / "build_trtexec.sh").read_text()
     cmds = _script_commands(script)
@@ -102,7 +103,7 @@ def test_bundled_tensorrt_modules_import_without_edgepipe(make_run, tmp_path):
     dist = tmp_path / "nano"
     make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
     code = ("import sys; sys.modules['pipeline'] = None; "
-            "import trt_runner, trt_builder, device_facts, device_sessions; print('ok')")
+            "import trt_runner, trt_builder, trt_plan, device_facts, device_sessions; print('ok')")
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
                        cwd=dist, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
@@ -156,7 +157,8 @@ def test_device_side_files_are_python38_syntax(make_run, tmp_path):
 
     dist = tmp_path / "nano"
     make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
-    for name in ("device_runner.py", "device_facts.py", "device_sessions.py", "trt_runner.py", "trt_builder.py"):
+    for name in ("device_runner.py", "device_facts.py", "device_sessions.py", "trt_runner.py", "trt_builder.py",
+                 "trt_plan.py"):
         ast.parse((dist / name).read_text(), filename=name, feature_version=(3, 8))
 
 

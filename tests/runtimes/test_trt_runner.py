@@ -60,8 +60,8 @@ def test_no_cuda_binding_names_every_probe() -> None:
 
 
 def test_device_copies_import_without_the_pipeline_package(tmp_path: Path) -> None:
-    # On the Jetson the two files sit alone in the bundle: no `pipeline`, no pydantic.
-    for rel in ("pipeline/runtimes/trt.py", "pipeline/build/trt_builder.py"):
+    # On the Jetson these files sit alone in the bundle: no `pipeline`, no pydantic.
+    for rel in ("pipeline/runtimes/trt.py", "pipeline/build/trt_builder.py", "pipeline/build/trt_plan.py"):
         shutil.copy(REPO / rel, tmp_path)
     code = (
         "import sys; sys.modules['pipeline'] = None; sys.modules['pydantic'] = None\n"

@@ -19,7 +19,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[2]
 STUB_SOURCE = Path(__file__).with_name("stub_nvinfer.c")
 # The files whose TensorRT calls must exist in every version we claim (builder and runner).
-SCANNED_SOURCES = [REPO / "pipeline" / "build" / "trt_builder.py", REPO / "pipeline" / "runtimes" / "trt.py"]
+SCANNED_SOURCES = [REPO / "pipeline" / "build" / "trt_builder.py", REPO / "pipeline" / "build" / "trt_plan.py",
+                   REPO / "pipeline" / "runtimes" / "trt.py"]
 PROBE_FUNCTIONS = {"hasattr", "getattr", "_member"}
 MODULE = "<module>"
 
