@@ -18,7 +18,7 @@ import numpy as np
 from pipeline import __version__
 from pipeline.cache import keep, load_record, restore, save_record, shared_store, stage_key, tool_versions
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_path, sha256_file, write_json
+from pipeline.fileio import atomic_path, sha256_file, write_bytes, write_json
 from pipeline.stages import STAGES
 from pipeline.stages.base import Artifact, StageInputs
 
@@ -236,8 +236,8 @@ def _write_manifest(out, tgt, cfg, config_path, records, versions, final, failed
         "versions": {**versions, "python": sys.version.split()[0]},
     }
     if final is not None and (out / "report" / "report.md").exists():
-        shutil.copyfile(out / "report" / "report.md", out / "report.md")
-        shutil.copyfile(out / "report" / "report.png", out / "report.png")
+        for name in ("report.md", "report.png"):  # the report beside the manifest, written atomically too
+            write_bytes(out / name, (out / "report" / name).read_bytes())
     write_json(out / "manifest.json", manifest)
     return manifest
 

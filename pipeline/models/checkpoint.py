@@ -93,9 +93,3 @@ def load_checkpoint(model: Any, path: Path) -> Any:
         raise UserError(f"checkpoint {path} does not fit the model: {str(e).splitlines()[0]}") from None
     return model.eval()
 
-
-def read_meta(path: Path) -> dict:
-    """The `meta` dict stored in a checkpoint."""
-    import torch
-
-    return torch.load(path, map_location="cpu", weights_only=True).get("meta", {})

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable
 
 
 @dataclass(frozen=True)
@@ -44,13 +44,3 @@ class StageInputs:
         """The artifact of an upstream stage (KeyError names the stage if it is not an input)."""
         return self.artifacts[stage]
 
-
-@dataclass(frozen=True)
-class StageSpec:
-    """An entry of the stage registry."""
-
-    name: str
-    run: Callable[[StageInputs, Any, Path], Artifact]
-    needs: tuple[str, ...]
-    config_key: Optional[str]  # section of PipelineConfig passed as `cfg` (None: no section)
-    description: str
