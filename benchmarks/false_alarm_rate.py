@@ -22,32 +22,28 @@ import argparse
 import sys
 import tempfile
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import convnet  # noqa: E402
+from models import convnet
 
-from pipeline.bench.compare import compare_docs  # noqa: E402
-from pipeline.bench.harness import BenchConfig, make_feeds, measure_interleaved  # noqa: E402
-from pipeline.bench.result import make_result  # noqa: E402
-from pipeline.runtimes.base import RunnerOptions  # noqa: E402
-from pipeline.runtimes.ort import OrtRunner  # noqa: E402
+from pipeline.bench.compare import compare_docs
+from pipeline.bench.harness import BenchConfig, make_feeds, measure_interleaved
+from pipeline.bench.result import make_result
+from pipeline.runtimes.base import RuntimeOptions
+from pipeline.runtimes.ort import OrtRuntime
 
 BUDGET = 0.10
 
 
 def run(paths: dict[str, Path], cfg: BenchConfig, threads: int) -> dict:
     """Open fresh sessions, measure interleaved, close; name -> LatencyStats."""
-    rs = {k: OrtRunner(p, RunnerOptions(threads=threads)) for k, p in paths.items()}
-    for r in rs.values():
-        r.open()
-    try:
+    with ExitStack() as stack:
+        rs = {k: stack.enter_context(OrtRuntime(p, RuntimeOptions(threads=threads))) for k, p in paths.items()}
         return measure_interleaved(rs, {k: make_feeds(r.inputs()) for k, r in rs.items()}, cfg)
-    finally:
-        for r in rs.values():
-            r.close()
 
 
 def cli_bench(model: Path, ref: Path, out: Path, a) -> dict:
@@ -107,7 +103,8 @@ def main(argv: list[str] | None = None) -> int:
                 compare_docs(same_doc, baseline, BUDGET, seed=i, use_reference=False),
                 compare_docs(slow_doc, baseline, BUDGET, seed=i, use_reference=False), true))
             print(f"repeat {i + 1:2d}/{a.repeats}: " + "  ".join(
-                f"{k[0]}: same p50 {v[-1]['same_p50']:.3f} [{v[-1]['same_p50_lo']:.3f}] alarm={v[-1]['same_alarm']!s:5s} "
+                f"{k[0]}: same p50 {v[-1]['same_p50']:.3f} [{v[-1]['same_p50_lo']:.3f}] "
+                f"alarm={v[-1]['same_alarm']!s:5s} "
                 f"slow p50 {v[-1]['slow_p50']:.3f} [{v[-1]['slow_p50_lo']:.3f}] flagged={v[-1]['slow_flagged']!s:5s}"
                 for k, v in rows.items()), flush=True)
     summary = {}
@@ -129,7 +126,8 @@ def main(argv: list[str] | None = None) -> int:
         print(f"{k:22s} false alarms {s['false_alarms']}/{s['repeats']}  misses {s['misses']}/{s['repeats']}  "
               f"unchanged ratio {s['unchanged_p50_ratio_range'][0]:.3f}..{s['unchanged_p50_ratio_range'][1]:.3f}  "
               f"slow ratio {s['slow_p50_ratio_range'][0]:.3f}..{s['slow_p50_ratio_range'][1]:.3f}  "
-              f"(slow/base measured side by side: {s['true_slowdown_p50_range'][0]:.3f}..{s['true_slowdown_p50_range'][1]:.3f})")
+              "(slow/base measured side by side: "
+              f"{s['true_slowdown_p50_range'][0]:.3f}..{s['true_slowdown_p50_range'][1]:.3f})")
     if a.json_out:
         from pipeline.fileio import write_json
 

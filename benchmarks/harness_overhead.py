@@ -18,11 +18,11 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from models import convnet  # noqa: E402
+from models import convnet
 
-from pipeline.bench.harness import BenchConfig, make_feeds, measure  # noqa: E402
-from pipeline.runtimes.base import RunnerOptions  # noqa: E402
-from pipeline.runtimes.ort import OrtRunner  # noqa: E402
+from pipeline.bench.harness import BenchConfig, make_feeds, measure
+from pipeline.runtimes.base import RuntimeOptions
+from pipeline.runtimes.ort import OrtRuntime
 
 
 def bare_loop(session, feeds, n: int) -> list[float]:
@@ -39,21 +39,19 @@ def bare_loop(session, feeds, n: int) -> list[float]:
 def one_model(path: Path, rounds: int, iterations: int, threads: int) -> dict:
     import numpy as np
 
-    runner = OrtRunner(path, RunnerOptions(threads=threads))
-    runner.open()
-    feeds = make_feeds(runner.inputs())
-    sess = runner._sess()  # the very session the harness drives
-    bare_loop(sess, feeds, 50)  # warm-up
-    harness, bare = [], []
-    for k in range(rounds):
-        # alternate which loop goes first, so neither always follows the other
-        if k % 2 == 0:
-            harness += measure(runner, feeds, BenchConfig(warmup=5, iterations=iterations)).samples_ms
-            bare += bare_loop(sess, feeds, iterations)
-        else:
-            bare += bare_loop(sess, feeds, iterations)
-            harness += measure(runner, feeds, BenchConfig(warmup=5, iterations=iterations)).samples_ms
-    runner.close()
+    with OrtRuntime(path, RuntimeOptions(threads=threads)) as rt:
+        feeds = make_feeds(rt.inputs())
+        sess = rt._sess()  # the very session the harness drives
+        bare_loop(sess, feeds, 50)  # warm-up
+        harness, bare = [], []
+        for k in range(rounds):
+            # alternate which loop goes first, so neither always follows the other
+            if k % 2 == 0:
+                harness += measure(rt, feeds, BenchConfig(warmup=5, iterations=iterations)).samples_ms
+                bare += bare_loop(sess, feeds, iterations)
+            else:
+                bare += bare_loop(sess, feeds, iterations)
+                harness += measure(rt, feeds, BenchConfig(warmup=5, iterations=iterations)).samples_ms
     h50, b50 = float(np.percentile(harness, 50)), float(np.percentile(bare, 50))
     return {
         "model": path.name,
@@ -90,7 +88,8 @@ def main(argv: list[str] | None = None) -> int:
         write_json(a.json_out, rows)
     main_row = rows[0]
     ok = abs(main_row["overhead_pct"]) <= a.max_overhead
-    print(f"{'PASS' if ok else 'FAIL'}: |overhead| {abs(main_row['overhead_pct']):.2f}% vs limit {a.max_overhead}% on {main_row['label']}")
+    print(f"{'PASS' if ok else 'FAIL'}: |overhead| {abs(main_row['overhead_pct']):.2f}% "
+          f"vs limit {a.max_overhead}% on {main_row['label']}")
     return 0 if ok else 1
 
 

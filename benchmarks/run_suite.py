@@ -18,18 +18,18 @@ import sys
 import tempfile
 from pathlib import Path
 
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from models import convnet
+
+from pipeline.bench.api import bench_model
+from pipeline.bench.compare import compare_docs, parse_budget, verdict_lines
+from pipeline.bench.harness import BenchConfig
+from pipeline.errors import UserError
+from pipeline.fileio import read_json, write_json
+
 HERE = Path(__file__).resolve().parent
-sys.path.insert(0, str(HERE))
-sys.path.insert(0, str(HERE.parent))
-
-from models import convnet  # noqa: E402
-
-from pipeline.bench.api import bench_model  # noqa: E402
-from pipeline.bench.compare import compare_docs, parse_budget, verdict_lines  # noqa: E402
-from pipeline.bench.harness import BenchConfig  # noqa: E402
-from pipeline.errors import UserError  # noqa: E402
-from pipeline.fileio import read_json, write_json  # noqa: E402
-
 SUITE_SCHEMA = "edgepipe.suite/1"
 # name -> convnet(width, depth, extra_layers, hw); deterministic weights, so sha256 is stable
 MODELS = {

@@ -5,13 +5,24 @@ Heavy libraries (torch, onnxruntime, tensorrt) are imported inside functions so 
 any module of this package works on a CPU-only install without them.
 """
 
-__version__ = "0.1.0"
+from pipeline.errors import UserError
+from pipeline.version import __version__
 
-from pipeline.errors import UserError  # noqa: E402,F401
+__all__ = ["UserError", "__version__", "run_pipeline"]
 
 
 def run_pipeline(config_path, target="cpu", out_dir="runs/demo", force=False, quiet=False):
-    """Run the whole pipeline from Python; see `pipeline.runner.run_pipeline`."""
-    from pipeline.runner import run_pipeline as _run
+    """Run the whole pipeline from Python; see `pipeline.run_loop.run_pipeline`.
+
+    Args:
+        config_path: the pipeline YAML.
+        target: a `Target` (from `pipeline.targets.load_target`), or a target name, alias or file.
+        out_dir: the run folder.
+        force: redo every stage.
+        quiet: no progress output.
+    Returns:
+        The run manifest.
+    """
+    from pipeline.run_loop import run_pipeline as _run
 
     return _run(config_path, target=target, out_dir=out_dir, force=force, quiet=quiet)

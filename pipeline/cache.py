@@ -14,7 +14,7 @@ import json
 import os
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.fileio import sha256_file, sha256_text, write_json
 
@@ -38,7 +38,7 @@ def stage_key(parts: dict[str, Any]) -> str:
     return sha256_text(json.dumps(parts, sort_keys=True, default=str))
 
 
-def load_record(stage_dir: Path, key: str) -> Optional[dict]:
+def load_record(stage_dir: Path, key: str) -> dict | None:
     """The stage's record if its key matches and every file is present with its recorded sha256."""
     rec_path = stage_dir / RECORD
     if not rec_path.is_file():

@@ -10,8 +10,8 @@ from __future__ import annotations
 import argparse
 import sys
 
-from pipeline import __version__
 from pipeline.errors import BudgetExceeded, UserError
+from pipeline.version import __version__
 
 # (module, description): each module has register(subparsers) that adds its subcommand(s)
 # and sets `func(args) -> int` on the parser.

@@ -8,14 +8,15 @@ path so a `models.py` beside the config can provide `factory: "models:make_teach
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
-from typing import Literal, Optional, Union
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
 
 from pipeline.errors import UserError
-from pipeline.validation import load_mapping, validate_model
+from pipeline.validation import UNION_TAG, load_mapping, validate_model
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
 BUILTIN_MODELS = ("resnet_teacher", "mobilenetv2_student")
@@ -27,20 +28,30 @@ class BuiltinModel(BaseModel):
 
     model_config = _STRICT
     builtin: Literal["resnet_teacher", "mobilenetv2_student"]
-    weights: Optional[str] = None  # a state_dict (.pt loaded with weights_only=True, or .safetensors)
+    weights: str | None = None  # a state_dict (.pt loaded with weights_only=True, or .safetensors)
     width: float = Field(1.0, gt=0, le=4)  # channel multiplier
 
 
 class FactoryModel(BaseModel):
-    """A user model: `module:function` returning an nn.Module, called with `num_classes`/`in_channels` if it takes them."""
+    """A user model: `module:function` returning an nn.Module, given `num_classes`/`in_channels` if it takes them."""
 
     model_config = _STRICT
     factory: str = Field(pattern=r"^[A-Za-z_][\w.]*:[A-Za-z_]\w*$")
-    weights: Optional[str] = None
+    weights: str | None = None
     kwargs: dict = {}
 
 
-ModelSpec = Union[BuiltinModel, FactoryModel]
+def _model_kind(v: Any) -> str:
+    factory = isinstance(v, FactoryModel) or (isinstance(v, dict) and "factory" in v and "builtin" not in v)
+    return UNION_TAG + ("factory" if factory else "builtin")
+
+
+# The member is chosen by its key (`builtin:` or `factory:`), so a bad value is reported for that shape
+# alone, not once per alternative; validation.py drops the tag from error locations.
+ModelSpec = Annotated[
+    Annotated[BuiltinModel, Tag(UNION_TAG + "builtin")] | Annotated[FactoryModel, Tag(UNION_TAG + "factory")],
+    Discriminator(_model_kind),
+]
 
 
 class BuiltinData(BaseModel):
@@ -58,18 +69,41 @@ class NpzData(BaseModel):
     model_config = _STRICT
     train: str
     val: str
-    test: Optional[str] = None  # held-out split for final accuracy; `val` is used when absent
-    unlabeled: Optional[str] = None  # extra images the student learns from through the teacher alone
-    mean: Optional[list[float]] = None  # per-channel normalisation applied to x (recorded in the manifest)
-    std: Optional[list[float]] = None
+    test: str | None = None  # held-out split for final accuracy; `val` is used when absent
+    unlabeled: str | None = None  # extra images the student learns from through the teacher alone
+    mean: list[float] | None = None  # per-channel normalisation applied to x (recorded in the manifest)
+    std: list[float] | None = None
+
+    @field_validator("mean")
+    @classmethod
+    def _finite_mean(cls, v):
+        if v is not None and (not v or not all(math.isfinite(m) for m in v)):
+            raise ValueError("need one finite value per channel (or one for all)")
+        return v
+
+    @field_validator("std")
+    @classmethod
+    def _positive_std(cls, v):
+        if v is not None and (not v or not all(math.isfinite(s) and s > 0 for s in v)):
+            raise ValueError("need one finite value > 0 per channel (or one for all)")
+        return v
 
     @model_validator(mode="after")
-    def _norm(self) -> "NpzData":
+    def _norm(self) -> NpzData:
         if (self.mean is None) != (self.std is None):
             raise ValueError("give both mean and std, or neither")
-        if self.std is not None and any(s <= 0 for s in self.std):
-            raise ValueError(f"std must be > 0, got {self.std}")
         return self
+
+
+def _data_kind(v: Any) -> str:
+    builtin = isinstance(v, BuiltinData) or (isinstance(v, dict) and "builtin" in v)
+    return UNION_TAG + ("builtin" if builtin else "npz")
+
+
+DataSpec = Annotated[
+    Annotated[BuiltinData, Tag(UNION_TAG + "builtin")] | Annotated[NpzData, Tag(UNION_TAG + "npz")],
+    Discriminator(_data_kind),
+]
 
 
 class TrainTeacherConfig(BaseModel):
@@ -95,7 +129,7 @@ class DistillConfig(BaseModel):
     labeled_fraction: float = Field(1.0, gt=0, le=1)  # fraction of train labels the student may see
     compare_scratch: bool = True  # also train the student from scratch with the same budget
     # Also measure KD vs scratch when only this fraction of images is labeled (the teacher labels the rest).
-    label_scarce_fraction: Optional[float] = Field(None, gt=0, lt=1)
+    label_scarce_fraction: float | None = Field(None, gt=0, lt=1)
 
 
 class PruneConfig(BaseModel):
@@ -106,7 +140,7 @@ class PruneConfig(BaseModel):
     ratio: float = Field(0.5, ge=0, lt=1)  # fraction of channels removed in each prunable group
     importance: Literal["l1", "l2", "random"] = "l2"
     global_pruning: bool = False
-    round_to: Optional[int] = Field(None, ge=1)  # keep channel counts multiples of this (SIMD / tensor cores)
+    round_to: int | None = Field(None, ge=1)  # keep channel counts multiples of this (SIMD / tensor cores)
     iterative_steps: int = Field(1, ge=1, le=50)
     finetune_epochs: int = Field(15, ge=0, le=1000)
     lr: float = Field(0.005, gt=0)
@@ -144,8 +178,8 @@ class BenchmarkConfig(BaseModel):
     model_config = _STRICT
     warmup: int = Field(30, ge=0)
     iterations: int = Field(300, ge=200)
-    threads: Optional[int] = Field(None, ge=1)
-    batches: Optional[list[int]] = None  # default: the target's benchmark_batches
+    threads: int | None = Field(None, ge=1)
+    batches: list[int] | None = None  # default: the target's benchmark_batches
 
     @field_validator("batches")
     @classmethod
@@ -161,10 +195,10 @@ class PipelineConfig(BaseModel):
     model_config = _STRICT
     name: str = "edgepipe-run"
     seed: int = 0
-    num_classes: Optional[int] = Field(None, ge=2)  # default: inferred from the labels
+    num_classes: int | None = Field(None, ge=2)  # default: inferred from the labels
     teacher: ModelSpec
     student: ModelSpec
-    data: Union[BuiltinData, NpzData]
+    data: DataSpec
     train_teacher: TrainTeacherConfig = TrainTeacherConfig()
     distill: DistillConfig = DistillConfig()
     prune: PruneConfig = PruneConfig()
@@ -206,7 +240,9 @@ def _check_union_keys(path: Path, key: str, section: dict) -> None:
         elif "train" in section:
             allowed, kind = NpzData.model_fields, "npz data"
         else:
-            raise UserError(f"{path}: data needs 'builtin: digits' or 'train:'/'val:' npz paths, got keys {sorted(section)}")
+            raise UserError(
+                f"{path}: data needs 'builtin: digits' or 'train:'/'val:' npz paths, got keys {sorted(section)}"
+            )
     else:
         if "builtin" in section:
             allowed, kind = BuiltinModel.model_fields, "builtin model"
@@ -235,7 +271,7 @@ def resolve(base: Path, rel: str) -> Path:
 
 
 def _check_files(cfg: PipelineConfig, base: Path, cfg_path: Path) -> None:
-    checks: list[tuple[str, Optional[str]]] = [
+    checks: list[tuple[str, str | None]] = [
         ("teacher.weights", cfg.teacher.weights),
         ("student.weights", cfg.student.weights),
     ]

@@ -98,4 +98,5 @@ def model_input_spec(path: Path) -> dict:
     m = onnx.load(str(path), load_external_data=False)
     inp = m.graph.input[0]
     dims = [d.dim_param or d.dim_value for d in inp.type.tensor_type.shape.dim]
-    return {"name": inp.name, "shape": dims, "elem_type": onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)}
+    elem_type = onnx.TensorProto.DataType.Name(inp.type.tensor_type.elem_type)
+    return {"name": inp.name, "shape": dims, "elem_type": elem_type}

@@ -9,9 +9,9 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Literal, Optional
+from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, PrivateAttr, model_validator
 
 from pipeline.errors import UserError
 from pipeline.validation import load_mapping, validate_model
@@ -43,7 +43,7 @@ class ShapeProfile(BaseModel):
     max_batch: int = Field(8, ge=1)
 
     @model_validator(mode="after")
-    def _ordered(self) -> "ShapeProfile":
+    def _ordered(self) -> ShapeProfile:
         if not (self.min_batch <= self.opt_batch <= self.max_batch):
             raise ValueError(
                 f"need min_batch <= opt_batch <= max_batch, got {self.min_batch}, {self.opt_batch}, {self.max_batch}"
@@ -64,7 +64,7 @@ class TensorRTSpec(BaseModel):
     gpu_fallback: bool = True
     sparsity_2_4: bool = False
     sparse_weights: bool = False
-    jetpack: Optional[str] = None
+    jetpack: str | None = None
     tensorrt_version: str = Field(pattern=r"^\d+(\.\d+)*$")
     workspace_mib: int = Field(1024, ge=16)
     builder_optimization_level: int = Field(3, ge=0, le=5)
@@ -72,13 +72,14 @@ class TensorRTSpec(BaseModel):
     timing_cache: bool = True
 
     @model_validator(mode="after")
-    def _hardware(self) -> "TensorRTSpec":
+    def _hardware(self) -> TensorRTSpec:
         if self.use_dla and self.dla_cores == 0:
             raise ValueError("use_dla is true but this GPU has dla_cores = 0 (allowed: use_dla: false)")
         if self.sparse_weights and not self.sparsity_2_4:
             raise ValueError("sparse_weights is true but this GPU has no 2:4 sparse tensor cores")
         if self.use_dla and self.dla_core >= self.dla_cores:
-            raise ValueError(f"dla_core = {self.dla_core} but this GPU has {self.dla_cores} DLA cores (allowed: 0..{self.dla_cores - 1})")
+            raise ValueError(f"dla_core = {self.dla_core} but this GPU has {self.dla_cores} DLA cores "
+                             f"(allowed: 0..{self.dla_cores - 1})")
         if self.sparsity_2_4 and _version_tuple(self.compute_capability) < (8, 0):
             raise ValueError(
                 f"sparsity_2_4 is true but compute capability {self.compute_capability} has no 2:4 sparse tensor "
@@ -108,7 +109,7 @@ class OrtSpec(BaseModel):
 
     model_config = _STRICT
     execution_providers: list[str] = ["CPUExecutionProvider"]
-    intra_op_threads: Optional[int] = Field(None, ge=1)
+    intra_op_threads: int | None = Field(None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
 
 
@@ -124,12 +125,19 @@ class Target(BaseModel):
     quantization: QuantScheme = QuantScheme()
     profile: ShapeProfile = ShapeProfile()
     benchmark_batches: list[int] = [1, 32]
-    latency_budget_ms: Optional[float] = Field(None, gt=0)
-    tensorrt: Optional[TensorRTSpec] = None
-    onnxruntime: Optional[OrtSpec] = None
+    latency_budget_ms: float | None = Field(None, gt=0)
+    tensorrt: TensorRTSpec | None = None
+    onnxruntime: OrtSpec | None = None
+    # What the user typed (`jetson`, a file path); not a field: it never enters dumps or cache keys.
+    _alias: str | None = PrivateAttr(default=None)
+
+    @property
+    def alias(self) -> str:
+        """The name the user asked for (`jetson` for `jetson-orin-nano`), or the canonical `name`."""
+        return self._alias or self.name
 
     @model_validator(mode="after")
-    def _consistent(self) -> "Target":
+    def _consistent(self) -> Target:
         if self.runtime == "tensorrt":
             if self.tensorrt is None:
                 raise ValueError("runtime 'tensorrt' needs a 'tensorrt:' section")
@@ -170,38 +178,49 @@ def available_targets() -> list[str]:
     return sorted(p.stem for p in d.iterdir() if p.suffix in (".yaml", ".yml", ".toml"))
 
 
-def resolve_target_path(name_or_path: str) -> Path:
-    """Find a target file by name (`cpu`, `jetson`) or path.
+# Short names for targets: `make deploy TARGET=jetson` means the Orin Nano.
+TARGET_ALIASES = {"jetson": "jetson-orin-nano"}
 
-    `jetson` is an alias for `jetson-orin-nano`, what `make deploy TARGET=jetson` means.
+
+def resolve_target_path(name_or_path: str) -> Path:
+    """Find a target file by name (`cpu`, an alias such as `jetson`) or path.
+
+    Args:
+        name_or_path: a target name, a key of TARGET_ALIASES, or a .yaml/.yml/.toml path.
+    Returns:
+        The target file.
+    Raises:
+        UserError: no such file or name (the message lists the names).
     """
     p = Path(name_or_path)
     if p.suffix in (".yaml", ".yml", ".toml"):
         if not p.is_file():
             raise UserError(f"target file not found: {p}")
         return p
-    name = {"jetson": "jetson-orin-nano"}.get(name_or_path, name_or_path)
+    name = TARGET_ALIASES.get(name_or_path, name_or_path)
     for ext in (".yaml", ".yml", ".toml"):
         cand = targets_dir() / f"{name}{ext}"
         if cand.is_file():
             return cand
     raise UserError(
-        f"unknown target '{name_or_path}' (allowed: {', '.join(available_targets() + ['jetson'])}, "
+        f"unknown target '{name_or_path}' (allowed: {', '.join(available_targets() + list(TARGET_ALIASES))}, "
         "or a path to a .yaml/.toml target file)"
     )
 
 
-def load_target(name_or_path: str) -> Target:
-    """Load and validate a target.
+def load_target(name_or_path: str | os.PathLike) -> Target:
+    """Load and validate a target, once: pass the `Target` on instead of its name.
 
     Args:
-        name_or_path: a target name from `targets/` or a path to a target file.
+        name_or_path: a target name from `targets/`, an alias (`jetson`), or a path to a target file.
     Returns:
-        The validated, frozen `Target`.
+        The validated, frozen `Target`; `.name` is the canonical name, `.alias` what was asked for.
     Raises:
         UserError: unknown name, missing file, unknown key or bad value (all named).
     """
-    path = resolve_target_path(name_or_path)
+    path = resolve_target_path(str(name_or_path))
     data = load_mapping(path, "target file")
     data.setdefault("name", path.stem)
-    return validate_model(Target, data, str(path))
+    target = validate_model(Target, data, str(path))
+    target._alias = str(name_or_path)
+    return target

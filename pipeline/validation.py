@@ -12,6 +12,9 @@ from typing import Any
 
 from pipeline.errors import UserError
 
+# Prefix of the tags that pick a union member (pydantic Tag): dropped from error locations.
+UNION_TAG = "tag:"
+
 
 def load_mapping(path: str | os.PathLike, what: str) -> dict[str, Any]:
     """Read a YAML or TOML file into a dict, with a UserError naming the path on any problem.
@@ -74,8 +77,8 @@ def format_validation_error(err: Any, source: str) -> str:
 
 
 def _is_union_tag(x: Any) -> bool:
-    # pydantic puts union member names ("function-after[...]", "tagged-union[...]") into locations.
-    return isinstance(x, str) and ("[" in x or x.startswith("function-"))
+    # pydantic puts union member names ("function-after[...]", "tagged-union[...]") and our tags into locations.
+    return isinstance(x, str) and ("[" in x or x.startswith(("function-", UNION_TAG)))
 
 
 def _short(value: Any, limit: int = 80) -> str:

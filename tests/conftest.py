@@ -169,3 +169,59 @@ def write_tiny_onnx(path, batch_dim="N"):
 def make_tiny_onnx():
     """A function writing a one-MatMul ONNX model (input [N, 4] -> logits [N, 3]) to a path."""
     return write_tiny_onnx
+
+
+@pytest.fixture(scope="session")
+def external_project_shared(tmp_path_factory) -> Path:
+    """`external_project`'s files made once per session, for tests that only read them (stage tests)."""
+    d = tmp_path_factory.mktemp("external_project")
+    (d / "models.py").write_text(EXTERNAL_MODELS)
+    synthetic_npz(d, 192, 0, "train")
+    synthetic_npz(d, 64, 1, "val")
+    synthetic_npz(d, 64, 2, "test")
+    cfg = d / "config.yaml"
+    cfg.write_text(
+        "name: external\n"
+        'teacher: {factory: "models:make_teacher"}\n'
+        'student: {factory: "models:make_student"}\n'
+        "data: {train: train.npz, val: val.npz, test: test.npz}\n" + TINY_STAGES
+    )
+    return cfg
+
+
+# --- Skipped tests, listed last -------------------------------------------------------------------
+# pytest's own summary ends with "N passed, M skipped": easy to read as green. This block comes after
+# it, as the last lines of the run: every skip grouped by reason, with counts and the files involved,
+# so a test that did not run is never mistaken for a pass. (Collection-time skips count as one each.)
+
+
+def _skip_reason(report) -> str:
+    longrepr = report.longrepr
+    reason = longrepr[2] if isinstance(longrepr, tuple) and len(longrepr) == 3 else str(longrepr)
+    return reason[len("Skipped: "):] if reason.startswith("Skipped: ") else reason
+
+
+@pytest.hookimpl(specname="pytest_unconfigure")  # own name: other conftest hooks may use pytest_unconfigure
+def pytest_unconfigure_list_skipped_last(config):
+    """Write the skipped-tests block after pytest's final summary line (pytest_unconfigure runs after it)."""
+    tr = config.pluginmanager.get_plugin("terminalreporter")
+    if tr is None:
+        return
+    skipped = [r for r in tr.stats.get("skipped", []) if not hasattr(r, "wasxfail")]
+    deselected = len(tr.stats.get("deselected", []))
+    if not skipped and not deselected:
+        return
+    groups: dict[str, list[str]] = {}
+    for r in skipped:
+        groups.setdefault(_skip_reason(r), []).append(r.nodeid.split("::")[0] or r.nodeid)
+    title = ", ".join(f"{n} {what}" for n, what in ((len(skipped), "skipped"), (deselected, "deselected")) if n)
+    tr.write_sep("=", f"{title}: these tests did NOT run", yellow=True, bold=True)
+    for reason, files in sorted(groups.items(), key=lambda kv: (-len(kv[1]), kv[0])):
+        where = sorted(set(files))
+        shown = ", ".join(where[:3]) + (f" and {len(where) - 3} more files" if len(where) > 3 else "")
+        tr.write_line(f"{len(files):4d} skipped     {reason}  [{shown}]", yellow=True)
+    if deselected:
+        markexpr, keyword = config.getoption("markexpr", ""), config.getoption("keyword", "")
+        how = " and ".join(f"{opt} {expr!r}" for opt, expr in (("-m", markexpr), ("-k", keyword)) if expr)
+        hint = " (run them with `make test-slow`)" if "not slow" in markexpr else ""
+        tr.write_line(f"{deselected:4d} deselected  by {how or 'a plugin'}{hint}", yellow=True)

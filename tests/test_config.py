@@ -66,6 +66,14 @@ def test_missing_data_file_names_path(tmp_path):
     assert "data.train" in msg and "nope.npz" in msg and "not found" in msg
 
 
+def test_normalisation_must_be_finite(tmp_path):
+    msg = error_of(tmp_path, BASE.replace("{builtin: digits}", "{train: t.npz, val: v.npz, mean: [.nan], std: [1.0]}"))
+    assert msg.endswith("data.mean = [nan]: Value error, need one finite value per channel (or one for all)")
+    assert "\n" not in msg  # one line: the npz member alone is reported, not every union alternative
+    msg = error_of(tmp_path, BASE.replace("{builtin: digits}", "{train: t.npz, val: v.npz, mean: [0.5], std: [.inf]}"))
+    assert "data.std = [inf]" in msg and "finite value > 0" in msg and "\n" not in msg
+
+
 def test_missing_weights_file(tmp_path):
     msg = error_of(tmp_path, BASE.replace("{builtin: resnet_teacher}", "{builtin: resnet_teacher, weights: w.pt}"))
     assert "teacher.weights" in msg and "w.pt" in msg

@@ -4,17 +4,16 @@ from __future__ import annotations
 
 import pytest
 
-from pipeline.fileio import atomic_path, read_json, write_json
 from pipeline.errors import UserError
+from pipeline.fileio import atomic_path, read_json, write_json
 
 
 def test_failed_write_keeps_previous_content(tmp_path):
     dest = tmp_path / "a.json"
     write_json(dest, {"v": 1})
-    with pytest.raises(RuntimeError):
-        with atomic_path(dest) as tmp:
-            tmp.write_text("half")
-            raise RuntimeError("killed")
+    with pytest.raises(RuntimeError), atomic_path(dest) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
     assert read_json(dest) == {"v": 1}
     assert [p.name for p in tmp_path.iterdir()] == ["a.json"]
 

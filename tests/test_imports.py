@@ -39,8 +39,9 @@ def test_cli_help_lists_subcommands():
 
 def test_every_subpackage_ships_in_the_wheel():
     """pyproject lists packages by hand (targets/ is mapped in): a new subpackage must be listed too."""
-    import tomllib
     from pathlib import Path
+
+    import tomllib
 
     root = Path(pipeline.__file__).parent
     found = {"pipeline." + ".".join(p.parent.relative_to(root).parts) if p.parent != root else "pipeline"

@@ -70,3 +70,21 @@ def test_factory_file_beside_config_wins_over_an_imported_module_of_the_same_nam
     )
     model = build_model(FactoryModel(factory="models:make_teacher"), 3, 1, tmp_path, "teacher")
     assert model.out_features == 3
+
+
+def test_one_safe_loader_below_models_and_runtimes(tmp_path):
+    """pipeline.safeload (base layer) is the loader; pipeline.models re-exports it, checkpoints use it."""
+    import pipeline.models
+    import pipeline.safeload
+    from pipeline.models.checkpoint import load_checkpoint
+
+    assert pipeline.models.load_weights is pipeline.safeload.load_weights
+    bad = tmp_path / "ckpt.pt"
+    bad.write_bytes(b"not a zip")
+    with pytest.raises(UserError, match=f"cannot read checkpoint {bad}"):
+        load_checkpoint(make_resnet_teacher(width=0.25), bad)
+    with pytest.raises(UserError, match="teacher.weights file not found"):
+        pipeline.safeload.load_weights(make_resnet_teacher(width=0.25), tmp_path / "none.pt", "teacher")
+    torch.save([torch.zeros(1)], tmp_path / "list.pt")
+    with pytest.raises(UserError, match="holds a list, not a state_dict"):
+        pipeline.safeload.load_weights(make_resnet_teacher(width=0.25), tmp_path / "list.pt", "teacher")

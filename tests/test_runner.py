@@ -1,4 +1,4 @@
-"""The runner end to end on tiny models: every stage, the manifest, the cache, failures."""
+"""The run loop end to end on tiny models: every stage, the manifest, the cache, failures."""
 
 from __future__ import annotations
 
@@ -10,11 +10,10 @@ import onnx
 import pytest
 
 from pipeline.cli import main
-from pipeline.errors import BudgetExceeded
-from pipeline.runner import run_pipeline
+from pipeline.run_loop import run_pipeline
 from pipeline.stages import STAGE_NAMES
 
-pytestmark = pytest.mark.slow
+# Not marked slow: end-to-end runs of 6-35 s each (2 busy cores); `slow` is for tests over ~60 s.
 
 
 def test_external_models_and_npz_run_every_stage(external_project, tmp_path, capsys):
@@ -95,10 +94,12 @@ def test_accuracy_budget_failure_is_exit_1_and_names_the_budget(digits_tiny, tmp
 def test_data_that_does_not_fit_the_model_is_a_user_error(external_project, tmp_path, capsys):
     # the teacher is pinned to 2 input channels; the data has 3
     external_project.write_text(external_project.read_text().replace(
-        'teacher: {factory: "models:make_teacher"}', 'teacher: {factory: "models:make_teacher", kwargs: {in_channels: 2}}'))
-    np.savez(external_project.parent / "train.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
-    np.savez(external_project.parent / "val.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.zeros(8, np.int64))
-    np.savez(external_project.parent / "test.npz", x=np.zeros((8, 3, 8, 8), np.float32), y=np.ones(8, np.int64))
+        'teacher: {factory: "models:make_teacher"}',
+        'teacher: {factory: "models:make_teacher", kwargs: {in_channels: 2}}'))
+    rng = np.random.default_rng(0)  # real-looking images (blank ones are refused earlier, by the data checks)
+    for name in ("train", "val", "test"):
+        np.savez(external_project.parent / f"{name}.npz", x=rng.normal(0, 1, (9, 3, 8, 8)).astype(np.float32),
+                 y=np.arange(9, dtype=np.int64) % 3)
     code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "do not fit the teacher model" in err and "[3, 8, 8]" in err
@@ -149,7 +150,22 @@ def test_model_returning_a_tuple_is_a_clear_user_error(external_project, tmp_pat
 def test_changing_the_student_keeps_the_trained_teacher(digits_tiny, tmp_path):
     out = tmp_path / "run"
     run_pipeline(digits_tiny, out_dir=out, quiet=True)
-    digits_tiny.write_text(digits_tiny.read_text().replace("mobilenetv2_student, width: 0.5", "mobilenetv2_student, width: 0.75"))
+    digits_tiny.write_text(digits_tiny.read_text().replace("mobilenetv2_student, width: 0.5",
+                                                           "mobilenetv2_student, width: 0.75"))
     again = run_pipeline(digits_tiny, out_dir=out, quiet=True)
     status = {s["name"]: s["status"] for s in again["stages"]}
     assert status["train_teacher"] == "cached" and status["distill"] == "done"
+
+
+def test_out_naming_a_file_is_exit_2_with_one_line(digits_tiny, tmp_path, capsys):
+    (tmp_path / "taken").write_text("a file, not a run folder")
+    for out in (tmp_path / "taken", tmp_path / "taken" / "run"):
+        code = main(["run", "--config", str(digits_tiny), "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert code == 2 and str(out) in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+    assert (tmp_path / "taken").read_text() == "a file, not a run folder"
+    code = main(["deploy", "--config", str(digits_tiny), "--target", "cpu", "--out", str(tmp_path / "r"),
+                 "--dist", str(tmp_path / "taken")])
+    err = capsys.readouterr().err
+    assert code == 2 and "--dist" in err and "is a file" in err and "Traceback" not in err
+    assert not (tmp_path / "r").exists(), "the pipeline does not run when --dist cannot be written"

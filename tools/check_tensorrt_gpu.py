@@ -6,7 +6,7 @@
 Without --onnx it makes a tiny CNN ONNX itself (dynamic batch), so the check needs only TensorRT, a CUDA
 binding (cuda-python or pycuda), onnx and onnxruntime. It builds the engine with our builder
 (pipeline/build/trt_builder.py), compares the engine's outputs with ONNX Runtime's on the same random
-inputs (max abs diff, top-1 agreement), benchmarks it with our runner (pipeline/runtimes/trt.py) with host
+inputs (max abs diff, top-1 agreement), benchmarks it with our runtime (pipeline/runtimes/trt.py) with host
 transfers included and excluded, and prints one JSON document. Exit code 0 if parity holds, 1 if not,
 2 if TensorRT or a GPU is missing.
 """
@@ -14,6 +14,7 @@ transfers included and excluded, and prints one JSON document. Exit code 0 if pa
 from __future__ import annotations
 
 import argparse
+import importlib
 import json
 import sys
 import tempfile
@@ -24,10 +25,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from pipeline.build.parity import parity_vs_ort  # noqa: E402
-from pipeline.build.trt_builder import BuildOptions, build_engine, cuda_device_info  # noqa: E402
-from pipeline.runtimes.base import RunnerOptions  # noqa: E402
-from pipeline.runtimes.trt import TrtRunner  # noqa: E402
+from pipeline.build.parity import parity_vs_ort
+from pipeline.build.trt_builder import BuildOptions, build_engine, cuda_device_info
+from pipeline.runtimes.base import RuntimeOptions
+from pipeline.runtimes.trt import TrtRuntime
 
 
 def make_tiny_onnx(path: Path, channels: int = 8, classes: int = 10, seed: int = 0) -> Path:
@@ -66,26 +67,24 @@ def make_tiny_onnx(path: Path, channels: int = 8, classes: int = 10, seed: int =
 
 
 def benchmark(engine: Path, x: np.ndarray, transfers: str, iters: int, dla_core: int | None) -> dict:
-    """Wall-clock and CUDA-event latency percentiles (ms) of TrtRunner.infer on batch `x`."""
-    runner = TrtRunner(str(engine), RunnerOptions(device="cuda", extra={"transfers": transfers, "dla_core": dla_core}))
-    runner.open()
-    try:
-        name = runner.inputs()[0].name
+    """Wall-clock and CUDA-event latency percentiles (ms) of TrtRuntime.infer on batch `x`."""
+    with TrtRuntime(str(engine), RuntimeOptions(device="cuda", transfers=transfers, dla_core=dla_core)) as rt:
+        name = rt.inputs()[0].name
         for _ in range(max(10, iters // 10)):
-            runner.infer({name: x})
+            rt.infer({name: x})
         wall, dev = [], []
         for _ in range(iters):
             t0 = time.perf_counter()
-            runner.infer({name: x})
+            rt.infer({name: x})
             wall.append((time.perf_counter() - t0) * 1e3)
-            dev.append(runner.last_device_ms)
-        pct = lambda v, q: round(float(np.percentile(v, q)), 4)  # noqa: E731
+            dev.append(rt.last_device_ms)
         return {"batch": int(x.shape[0]), "transfers": transfers, "iters": iters,
-                "wall_ms": {"p50": pct(wall, 50), "p90": pct(wall, 90), "p99": pct(wall, 99)},
-                "device_ms": {"p50": pct(dev, 50), "p90": pct(dev, 90), "p99": pct(dev, 99)},
-                "runner": runner.describe()}
-    finally:
-        runner.close()
+                "wall_ms": _percentiles(wall), "device_ms": _percentiles(dev), "runner": rt.describe()}
+
+
+def _percentiles(values: list) -> dict:
+    """p50/p90/p99 of `values`, rounded to 4 decimals."""
+    return {f"p{q}": round(float(np.percentile(values, q)), 4) for q in (50, 90, 99)}
 
 
 def run_check(onnx_path: Path | None, out_dir: Path, options: BuildOptions, iters: int = 200,
@@ -103,13 +102,9 @@ def run_check(onnx_path: Path | None, out_dir: Path, options: BuildOptions, iter
     sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
     shape = [d if isinstance(d, int) else 1 for d in sess.get_inputs()[0].shape][1:]
     x = np.random.default_rng(1).random((samples, *shape), dtype=np.float32)
-    runner = TrtRunner(str(engine), RunnerOptions(device="cuda", extra={"dla_core": options.dla_core}))
-    runner.open()
-    try:
-        name = runner.inputs()[0].name
-        parity = parity_vs_ort(str(onnx_path), x, lambda b: runner.infer({name: b})[0], options.max_batch, name)
-    finally:
-        runner.close()
+    with TrtRuntime(str(engine), RuntimeOptions(device="cuda", dla_core=options.dla_core)) as rt:
+        name = rt.inputs()[0].name
+        parity = parity_vs_ort(str(onnx_path), x, lambda b: rt.infer({name: b})[0], options.max_batch, name)
     bench = [benchmark(engine, x[:b], t, iters, options.dla_core)
              for b in sorted({options.min_batch, options.max_batch}) for t in ("included", "excluded")]
     return {"onnx": str(onnx_path), "build": report, "timing_cache_reloaded_bytes":
@@ -125,7 +120,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--max-abs-diff", type=float, default=0.05, help="parity tolerance on logits")
     args = p.parse_args(argv)
     try:
-        import tensorrt  # noqa: F401
+        importlib.import_module("tensorrt")
     except ImportError as e:
         print(json.dumps({"status": "skipped", "reason": f"TensorRT not importable: {e}"}))
         return 2
@@ -135,7 +130,7 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     options = BuildOptions(min_batch=1, opt_batch=4, max_batch=16, workspace_mib=1024)
     if args.target:
-        from pipeline.stages.build import build_options_for
+        from pipeline.build.recipe import build_options_for
         from pipeline.targets import load_target
 
         options = build_options_for(load_target(args.target), args.out or Path(tempfile.mkdtemp()))

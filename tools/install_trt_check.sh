@@ -28,7 +28,7 @@ for ver in $BINDINGS_VERSIONS; do
     status=1
   fi
 done
-if ! "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec("tensorrt_rtx") is None)" 2>/dev/null; then
+if ! "$PY" -c "import importlib.util,sys; sys.exit(importlib.util.find_spec('tensorrt_rtx') is None)" 2>/dev/null; then
   if ! "$PY" -m pip install -q "$RTX_SPEC"; then
     echo "install_trt_check: $RTX_SPEC failed; the parse/build checks will skip" >&2
     status=1

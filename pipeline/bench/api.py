@@ -1,66 +1,71 @@
-"""One call from a model path to a result document: open runner(s), make feeds, measure, fingerprint.
+"""One call from a model path to a result document: open runtime(s), make feeds, measure, fingerprint.
 
 Used by `edgepipe bench MODEL`, the pytest plugin and benchmarks/run_suite.py.
 """
 
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional, Sequence
+from collections.abc import Mapping, Sequence
+from contextlib import ExitStack
+from typing import Any
 
 from pipeline.bench.harness import BenchConfig, make_feeds, measure, measure_interleaved
-from pipeline.errors import UserError
-from pipeline.runtimes.base import RunnerOptions, open_runner
+from pipeline.runtimes.base import Runtime, RuntimeFailure, RuntimeOptions, open_runtime
 
 
-def open_model(model: str, runtime: Optional[str], options: RunnerOptions):
-    """Create and open the runner for `model`, turning a missing runtime module into a UserError."""
+def open_model(stack: ExitStack, model: str, runtime: str | None, options: RuntimeOptions) -> Runtime:
+    """Open the runtime for `model` inside `stack` (closed when the stack closes).
+
+    Args:
+        stack: the caller's ExitStack.
+        model: .onnx, .engine/.plan, .pt2 or module:function.
+        runtime: a runtime name or alias, or None to guess from the extension.
+        options: the runtime's options.
+    Returns:
+        The opened runtime.
+    Raises:
+        RuntimeFailure: the runtime cannot run the model here; for a runtime that trtexec can time (a
+            TensorRT engine), the message suggests `edgepipe bench trtexec` when trtexec is installed.
+    """
+    rt = open_runtime(model, runtime, options)
     try:
-        runner = open_runner(model, runtime, options)
-    except ImportError as e:
-        raise UserError(f"runtime {runtime or 'for ' + model!r} is not usable here: {e}") from None
-    try:
-        runner.open()
-    except ImportError as e:
-        raise UserError(f"runtime {runner.runtime!r} is not installed here: {e}") from None
-    except RuntimeError as e:
-        # TrtRunnerError (no TensorRT / no GPU / bad engine) and the like: the user's environment or file
-        hint = ""
-        if runner.runtime == "tensorrt":
+        return stack.enter_context(rt)
+    except RuntimeFailure as e:
+        if rt.supports_trtexec:
             from pipeline.bench.trtexec import find_trtexec
 
             if find_trtexec() is not None:
-                hint = f"; trtexec is installed: try `edgepipe bench trtexec {model}`"
-        raise UserError(f"{runner.runtime} cannot run {model}: {e}{hint}") from None
-    return runner
+                raise RuntimeFailure(f"{e}; trtexec is installed: try `edgepipe bench trtexec {model}`") from None
+        raise
 
 
 def bench_model(
     model: str,
     *,
-    runtime: Optional[str] = None,
-    threads: Optional[int] = None,
-    providers: Optional[Sequence[str]] = None,
+    runtime: str | None = None,
+    threads: int | None = None,
+    providers: Sequence[str] | None = None,
     device: str = "cpu",
-    weights: Optional[str] = None,
-    shapes: Optional[Mapping[Optional[str], Sequence[int]]] = None,
-    batch: Optional[int] = None,
-    cfg: Optional[BenchConfig] = None,
-    reference: Optional[str] = None,
-    runner_extra: Optional[Mapping[str, Any]] = None,
+    weights: str | None = None,
+    shapes: Mapping[str | None, Sequence[int]] | None = None,
+    batch: int | None = None,
+    cfg: BenchConfig | None = None,
+    reference: str | None = None,
+    transfers: str | None = None,
 ) -> dict[str, Any]:
     """Benchmark `model` (optionally interleaved with a `reference` model) and return the result doc.
 
     Args:
         model: .onnx, .engine/.plan, .pt2 or module:function.
-        runtime: onnxruntime, tensorrt or pytorch (None: from the extension).
-        threads, providers, device, weights: runner options.
+        runtime: onnxruntime, tensorrt or pytorch, or an alias (ort, trt, torch, ...); None: from the extension.
+        threads, providers, device, weights: runtime options.
         shapes: explicit input shapes (name -> dims; key None for the first input).
         batch: fills a dynamic batch dimension.
         cfg: warm-up / iterations.
         reference: a second model measured in alternating blocks with `model`, stored as
             `reference` so `compare` can normalise away machine drift.
-        runner_extra: runtime-specific options (RunnerOptions.extra), e.g. {"transfers": "excluded"}
-            for the TensorRT runner.
+        transfers: TensorRT: "included" or "excluded" host<->device copies in the device time
+            (None: the runtime's default, included).
     Returns:
         The result document (`pipeline.bench.result`).
     """
@@ -70,34 +75,27 @@ def bench_model(
     cfg = (cfg or BenchConfig(threads=threads)).validate()
     if cfg.threads is None:
         cfg.threads = threads
-    extra: dict[str, Any] = dict(runner_extra or {})
-    if weights:
-        extra["weights"] = weights
-    if shapes and None in shapes:
-        extra["input_shape"] = tuple(shapes[None])
-    opts = RunnerOptions(threads=threads, providers=list(providers) if providers else None, device=device, extra=extra)
-    runners = {}
-    try:
-        runners["model"] = open_model(model, runtime, opts)
-        feeds = {"model": make_feeds(runners["model"].inputs(), shapes, batch)}
+    plist = tuple(providers) if providers else None
+    opts = RuntimeOptions(threads=threads, providers=plist, device=device, weights=weights or None,
+                          input_shape=tuple(shapes[None]) if shapes and None in shapes else None,
+                          transfers=transfers or "included")
+    with ExitStack() as stack:
+        rt = open_model(stack, model, runtime, opts)
+        feeds = {"model": make_feeds(rt.inputs(), shapes, batch)}
         if reference:
-            ref_opts = RunnerOptions(threads=threads, providers=opts.providers, device=device)
-            runners["reference"] = open_model(reference, None, ref_opts)
-            feeds["reference"] = make_feeds(runners["reference"].inputs(), None, batch)
-            res = measure_interleaved(runners, feeds, cfg)
-            stats, ref = res["model"], (reference, res["reference"])
+            ref = open_model(stack, reference, None, RuntimeOptions(threads=threads, providers=plist, device=device))
+            feeds["reference"] = make_feeds(ref.inputs(), None, batch)
+            res = measure_interleaved({"model": rt, "reference": ref}, feeds, cfg)
+            stats, ref_stats = res["model"], (reference, res["reference"])
         else:
-            stats, ref = measure(runners["model"], feeds["model"], cfg), None
-        info = runners["model"].describe()
-    finally:
-        for r in runners.values():
-            r.close()
+            stats, ref_stats = measure(rt, feeds["model"], cfg), None
+        info = rt.describe()
     config = {
         "warmup": cfg.warmup, "warmup_seconds": cfg.warmup_seconds, "iterations": cfg.iterations,
         "duration_s": cfg.duration_s, "threads": threads, "batch": batch, "interleaved_with_reference": bool(reference),
     }
     return make_result(
-        stats, model=model, runtime=info.get("runtime"), runner_info=info, config=config,
+        stats, model=model, runtime=info.get("runtime"), runtime_info=info, config=config,
         inputs={k: list(v.shape) for k, v in feeds["model"].items()}, fingerprint=fingerprint(threads),
-        reference=ref,
+        reference=ref_stats,
     )

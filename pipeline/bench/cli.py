@@ -18,8 +18,6 @@ from typing import Any
 
 from pipeline.errors import UserError
 
-SUBCOMMANDS = ("compare", "import-trtexec", "trtexec")
-
 
 class _Parser(argparse.ArgumentParser):
     """argparse that raises UserError (exit 2 with one clear line) instead of exiting itself."""
@@ -80,15 +78,17 @@ def _positive_float(text: str) -> float:
 def _bench_parser() -> _Parser:
     p = _Parser(prog="edgepipe bench", description="Measure a model's latency.")
     p.add_argument("model", help=".onnx, .engine/.plan, .pt2, or module:function")
-    p.add_argument("--runtime", choices=None, help="onnxruntime, tensorrt or pytorch (default: from the extension)")
-    p.add_argument("--shape", action="append", default=[], help="input shape, 1x3x224x224 or name:1x3x224x224 (repeatable)")
+    p.add_argument("--runtime", help="onnxruntime (ort, onnxrt, onnx), tensorrt (trt) or pytorch (torch, pt); "
+                   "default: from the extension")
+    p.add_argument("--shape", action="append", default=[],
+                   help="input shape, 1x3x224x224 or name:1x3x224x224 (repeatable)")
     p.add_argument("--batch", type=_positive_int, help="fill a dynamic batch dimension")
     p.add_argument("--threads", type=_positive_int, help="intra-op threads (ORT) / torch threads")
     p.add_argument("--providers", help="ONNX Runtime providers, comma-separated, in priority order")
     p.add_argument("--device", default="cpu", help="cpu or cuda (PyTorch)")
     p.add_argument("--weights", help="weights for a module:function model (.safetensors or a state dict)")
     p.add_argument("--transfers", choices=["included", "excluded"],
-                   help="TensorRT: whether the device time spans the host<->device copies (default: the runner's)")
+                   help="TensorRT: whether the device time spans the host<->device copies (default: included)")
     w = p.add_mutually_exclusive_group()
     w.add_argument("--warmup", type=int, default=20, help="warm-up iterations (default 20)")
     w.add_argument("--warmup-seconds", type=_positive_float, help="warm up for this many seconds instead")
@@ -105,16 +105,16 @@ def _bench_parser() -> _Parser:
 def _bench(a: argparse.Namespace) -> int:
     from pipeline.bench.api import bench_model
     from pipeline.bench.harness import BenchConfig, parse_shape
+    from pipeline.runtimes.base import canonical_runtime
 
-    if a.runtime is not None and a.runtime not in ("onnxruntime", "tensorrt", "pytorch"):
-        raise UserError(f"--runtime {a.runtime!r} (allowed: onnxruntime, tensorrt, pytorch)")
+    runtime = canonical_runtime(a.runtime, "--runtime") if a.runtime is not None else None
     shapes = dict(parse_shape(s) for s in a.shape)
     cfg = BenchConfig(warmup=a.warmup, warmup_seconds=a.warmup_seconds, iterations=a.iterations,
                       duration_s=a.duration, threads=a.threads)
     providers = [x.strip() for x in a.providers.split(",") if x.strip()] if a.providers else None
-    doc = bench_model(a.model, runtime=a.runtime, threads=a.threads, providers=providers, device=a.device,
+    doc = bench_model(a.model, runtime=runtime, threads=a.threads, providers=providers, device=a.device,
                       weights=a.weights, shapes=shapes or None, batch=a.batch, cfg=cfg, reference=a.reference,
-                      runner_extra={"transfers": a.transfers} if a.transfers else None)
+                      transfers=a.transfers)
     _emit(doc, a.json_out, a.plot, a.quiet)
     return 0
 
@@ -223,7 +223,7 @@ def _trtexec_parser() -> _Parser:
 
 
 def _trtexec(a: argparse.Namespace) -> int:
-    from pipeline.bench.trtexec import TrtexecSettings, build_command, run_trtexec
+    from pipeline.bench.trtexec import TrtexecSettings, run_trtexec, trtexec_bench_argv
 
     s = TrtexecSettings(warmup_ms=a.warmup_ms, duration_s=a.duration, iterations=a.iterations, avg_runs=a.avg_runs,
                         cuda_graph=a.cuda_graph, spin_wait=not a.no_spin_wait,
@@ -233,7 +233,7 @@ def _trtexec(a: argparse.Namespace) -> int:
             version = tuple(int(x) for x in a.print_command.split("."))
         except ValueError:
             raise UserError(f"--print-command {a.print_command!r}: expected a TensorRT version like 10.3") from None
-        print(" ".join(build_command(a.engine, version, s, exe=a.trtexec or "trtexec")))
+        print(" ".join(trtexec_bench_argv(a.engine, version, s, exe=a.trtexec or "trtexec")))
         return 0
     doc = run_trtexec(a.engine, a.out_dir, s, exe=a.trtexec)
     _emit(doc, a.json_out, a.plot, a.quiet)

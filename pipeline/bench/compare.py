@@ -17,7 +17,8 @@ Method (documented with measured error rates in benchmarks/README.md):
 
 from __future__ import annotations
 
-from typing import Any, Optional, Sequence
+from collections.abc import Sequence
+from typing import Any
 
 from pipeline.bench.stats import QUANTILES
 from pipeline.errors import UserError
@@ -57,7 +58,7 @@ def _boot_quantile(samples: Sequence[float], q: float, idx) -> Any:
     return np.percentile(a[idx], q, axis=1)
 
 
-def round_normalised(lat: dict[str, Any], ref: dict[str, Any]) -> Optional[list[float]]:
+def round_normalised(lat: dict[str, Any], ref: dict[str, Any]) -> list[float] | None:
     """Each sample divided by the reference model's median latency in the same interleaving round.
 
     Returns None unless both were measured interleaved with identical round structure. Slow drift
@@ -79,7 +80,7 @@ def round_normalised(lat: dict[str, Any], ref: dict[str, Any]) -> Optional[list[
     return out
 
 
-def _pair(a: Sequence[float], ref: Optional[Sequence[float]], q: float, n_boot: int, rng):
+def _pair(a: Sequence[float], ref: Sequence[float] | None, q: float, n_boot: int, rng):
     """Bootstrap distribution of quantile(a) [/ quantile(ref), resampled jointly when lengths match]."""
     idx = _block_indices(len(a), n_boot, rng)
     qa = _boot_quantile(a, q, idx)
@@ -98,7 +99,7 @@ def compare_docs(
     confidence: float = 0.95,
     n_boot: int = 2000,
     seed: int = 0,
-    use_reference: Optional[bool] = None,
+    use_reference: bool | None = None,
 ) -> dict[str, Any]:
     """Decide whether `new` is slower than `base` by more than `budget`.
 
@@ -127,13 +128,13 @@ def compare_docs(
         raise UserError(f"confidence = {confidence}: must be in [0.5, 1)")
     ns, bs = timing_section(new, timing, "new result"), timing_section(base, timing, "baseline")
     tn, tb = new.get("transfers"), base.get("transfers")
-    if tn and tb and tn != tb and tn != "n/a" and tb != "n/a":
-        if timing == "device":
-            raise UserError(f"device times are not comparable: host<->device copies {tn} in the new result, "
-                            f"{tb} in the baseline; measure both with the same --transfers")
+    if tn and tb and tn != tb and "n/a" not in (tn, tb) and timing == "device":
+        raise UserError(f"device times are not comparable: host<->device copies {tn} in the new result, "
+                        f"{tb} in the baseline; measure both with the same --transfers")
     have_ref = isinstance(new.get("reference"), dict) and isinstance(base.get("reference"), dict)
     if use_reference and not have_ref:
-        raise UserError("--reference normalisation asked for, but the new result or the baseline has no reference measurement")
+        raise UserError("--reference normalisation asked for, but the new result or the baseline has no "
+                        "reference measurement")
     ref = have_ref if use_reference is None else bool(use_reference and have_ref)
     warnings: list[str] = []
     if tn and tb and tn != tb:
@@ -172,7 +173,8 @@ def compare_docs(
             point = float(np.percentile(nn, q) / np.percentile(bn, q))
             ratios = _pair(nn, None, q, n_boot, rng) / _pair(bn, None, q, n_boot, rng)
             lo, hi = (float(x) for x in np.quantile(ratios, [alpha, 1 - alpha]))
-            entry.update(ratio=point, ci_low=lo, ci_high=hi, method="block-bootstrap, per-round reference normalisation")
+            entry.update(ratio=point, ci_low=lo, ci_high=hi,
+                         method="block-bootstrap, per-round reference normalisation")
             entry["regressed"] = lo > 1 + budget
         elif have_samples and q is not None:
             dn = _pair(nsmp, nref.get("samples_ms") if ref else None, q, n_boot, rng)
@@ -191,7 +193,8 @@ def compare_docs(
         else:
             entry.update(ratio=point, ci_low=None, ci_high=None, method="point")
             entry["regressed"] = point > 1 + budget
-            warnings.append(f"{m}: decided on the point ratio without uncertainty (no per-iteration samples in both results, or no bootstrap for this metric)")
+            warnings.append(f"{m}: decided on the point ratio without uncertainty (no per-iteration samples in "
+                            "both results, or no bootstrap for this metric)")
         out_metrics[m] = entry
     fp_diff = differences(new.get("fingerprint") or {}, base.get("fingerprint") or {})
     if fp_diff:

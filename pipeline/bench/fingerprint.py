@@ -14,7 +14,7 @@ import shutil
 import subprocess
 import sys
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 # CPU flags that change which kernels ONNX Runtime / PyTorch pick (x86 cpuinfo "flags", ARM "Features")
 PERF_FLAGS = (
@@ -25,14 +25,14 @@ PERF_FLAGS = (
 PACKAGES = ("onnxruntime", "onnxruntime-gpu", "torch", "onnx", "tensorrt", "numpy")
 
 
-def _read(root: Path, rel: str) -> Optional[str]:
+def _read(root: Path, rel: str) -> str | None:
     try:
         return (root / rel.lstrip("/")).read_text(errors="replace").replace("\x00", "").strip()
     except OSError:
         return None
 
 
-def _run(argv: list[str], timeout: float = 5.0, any_status: bool = False) -> Optional[str]:
+def _run(argv: list[str], timeout: float = 5.0, any_status: bool = False) -> str | None:
     """stdout of a diagnostic command (None when absent, timed out, or failed unless `any_status`:
     `nvpmodel -q` without sudo prints the mode, then NVPM ERROR lines, and may exit non-zero)."""
     exe = shutil.which(argv[0])
@@ -73,11 +73,11 @@ def cpu_info(root: Path = Path("/")) -> dict[str, Any]:
     }
 
 
-def versions() -> dict[str, Optional[str]]:
+def versions() -> dict[str, str | None]:
     """Python and installed runtime versions, read from package metadata (nothing is imported)."""
     from importlib import metadata
 
-    out: dict[str, Optional[str]] = {"python": platform.python_version()}
+    out: dict[str, str | None] = {"python": platform.python_version()}
     for name in PACKAGES:
         try:
             out[name] = metadata.version(name)
@@ -89,7 +89,7 @@ def versions() -> dict[str, Optional[str]]:
     return out
 
 
-def gpu_info() -> Optional[list[dict[str, Any]]]:
+def gpu_info() -> list[dict[str, Any]] | None:
     """Per-GPU name, driver, current/max SM and memory clocks and power limit from nvidia-smi."""
     fields = "name,driver_version,clocks.sm,clocks.max.sm,clocks.mem,clocks.max.mem,power.limit,persistence_mode"
     out = _run(["nvidia-smi", f"--query-gpu={fields}", "--format=csv,noheader,nounits"])
@@ -97,16 +97,17 @@ def gpu_info() -> Optional[list[dict[str, Any]]]:
         return None
     keys = ["name", "driver", "sm_clock_mhz", "sm_clock_max_mhz", "mem_clock_mhz", "mem_clock_max_mhz",
             "power_limit_w", "persistence_mode"]
-    return [dict(zip(keys, (v.strip() for v in line.split(",")))) for line in out.splitlines() if line.strip()]
+    rows = [line for line in out.splitlines() if line.strip()]
+    return [dict(zip(keys, (v.strip() for v in line.split(",")), strict=False)) for line in rows]
 
 
-def jetson_info(root: Path = Path("/")) -> Optional[dict[str, Any]]:
+def jetson_info(root: Path = Path("/")) -> dict[str, Any] | None:
     """Jetson module model, L4T release, nvpmodel mode and jetson_clocks state (None off a Jetson)."""
     model = _read(root, "proc/device-tree/model")
     l4t = _read(root, "etc/nv_tegra_release")
     if not l4t and not (model and ("jetson" in model.lower() or "nvidia" in model.lower())):
         return None
-    from pipeline.deploy.device.device_facts import parse_jetson_clocks, parse_l4t, parse_nvpmodel
+    from pipeline.device_facts import parse_jetson_clocks, parse_l4t, parse_nvpmodel
 
     release = (parse_l4t(l4t)["release"] or l4t.splitlines()[0]) if l4t else None
     nvp = _run(["nvpmodel", "-q"], any_status=True)
@@ -148,7 +149,7 @@ def jetson_clocks_state(root: Path = Path("/")) -> str:
     return "on" if all(pinned) else "off"
 
 
-def fingerprint(threads: Optional[int] = None, root: str | os.PathLike = "/") -> dict[str, Any]:
+def fingerprint(threads: int | None = None, root: str | os.PathLike = "/") -> dict[str, Any]:
     """The environment a measurement was taken in.
 
     Args:
@@ -170,7 +171,7 @@ def fingerprint(threads: Optional[int] = None, root: str | os.PathLike = "/") ->
     }
 
 
-def _load() -> Optional[float]:
+def _load() -> float | None:
     try:
         return round(os.getloadavg()[0], 2)
     except (OSError, AttributeError):

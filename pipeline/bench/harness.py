@@ -1,15 +1,16 @@
-"""Timing loops: `measure` one opened runner, or `measure_interleaved` several in alternating blocks.
+"""Timing loops: `measure` one opened runtime, or `measure_interleaved` several in alternating blocks.
 
-The timed region is exactly one `runner.infer(feeds)` call between two `time.perf_counter_ns()`
+The timed region is exactly one `runtime.infer(feeds)` call between two `time.perf_counter_ns()`
 reads, so the harness adds well under a microsecond per iteration (see benchmarks/harness_overhead.py).
-When the runner exposes `last_device_ms` (CUDA-event time of its last infer), it is recorded too.
+When the runtime exposes `last_device_ms` (CUDA-event time of its last infer), it is recorded too.
 """
 
 from __future__ import annotations
 
 import time
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any, Mapping, Optional, Sequence
+from typing import Any
 
 from pipeline.bench.stats import LatencyStats
 from pipeline.errors import UserError
@@ -27,18 +28,18 @@ class BenchConfig:
         warmup_seconds: warm up for this long instead of a count.
         iterations: timed iterations (ignored when `duration_s` is set).
         duration_s: time for this long instead of a count (at least `min_iterations`).
-        threads: threads the runner was opened with (recorded in the fingerprint only).
+        threads: threads the runtime was opened with (recorded in the fingerprint only).
         min_iterations: floor for duration-based runs, so percentiles mean something.
     """
 
     warmup: int = 20
-    warmup_seconds: Optional[float] = None
+    warmup_seconds: float | None = None
     iterations: int = 200
-    duration_s: Optional[float] = None
-    threads: Optional[int] = None
+    duration_s: float | None = None
+    threads: int | None = None
     min_iterations: int = 10
 
-    def validate(self) -> "BenchConfig":
+    def validate(self) -> BenchConfig:
         """Raise UserError naming the field when a value is out of range."""
         if self.warmup < 0:
             raise UserError(f"warmup = {self.warmup}: must be >= 0")
@@ -53,10 +54,10 @@ class BenchConfig:
         return self
 
 
-def _first_call(runner: Any, feeds: Mapping[str, Any]) -> None:
+def _first_call(runtime: Any, feeds: Mapping[str, Any]) -> None:
     """Run once outside the timing, turning a runtime's rejection of the inputs into a UserError."""
     try:
-        runner.infer(dict(feeds))
+        runtime.infer(dict(feeds))
     except UserError:
         raise
     except Exception as e:  # onnxruntime InvalidArgument, torch RuntimeError, ...
@@ -64,64 +65,64 @@ def _first_call(runner: Any, feeds: Mapping[str, Any]) -> None:
         raise UserError(f"the model rejected inputs {shapes}: {str(e).splitlines()[0][:300]}") from None
 
 
-def _warm(runner: Any, feeds: dict[str, Any], cfg: BenchConfig) -> None:
+def _warm(runtime: Any, feeds: dict[str, Any], cfg: BenchConfig) -> None:
     if cfg.warmup_seconds is not None:
         end = time.perf_counter() + cfg.warmup_seconds
         while time.perf_counter() < end:
-            runner.infer(feeds)
+            runtime.infer(feeds)
     else:
         for _ in range(cfg.warmup):
-            runner.infer(feeds)
+            runtime.infer(feeds)
 
 
-def _timed(runner: Any, feeds: dict[str, Any], n: int, host: list, device: list) -> None:
-    """n timed iterations appended to host (ms) and, when the runner reports it, device (ms)."""
+def _timed(runtime: Any, feeds: dict[str, Any], n: int, host: list, device: list) -> None:
+    """n timed iterations appended to host (ms) and, when the runtime reports it, device (ms)."""
     clock = time.perf_counter_ns
-    infer = runner.infer
-    has_device = hasattr(runner, "last_device_ms")
+    infer = runtime.infer
+    has_device = hasattr(runtime, "last_device_ms")
     for _ in range(n):
         t0 = clock()
         infer(feeds)
         t1 = clock()
         host.append((t1 - t0) / 1e6)
         if has_device:
-            d = runner.last_device_ms
+            d = runtime.last_device_ms
             if d is not None:
                 device.append(float(d))
 
 
-def batch_of(feeds: Mapping[str, Any]) -> Optional[int]:
+def batch_of(feeds: Mapping[str, Any]) -> int | None:
     """The leading dimension shared by all inputs (None if they disagree or are scalars)."""
     dims = {int(v.shape[0]) for v in feeds.values() if getattr(v, "ndim", 0) >= 1}
     return dims.pop() if len(dims) == 1 else None
 
 
-def _stats(host: list, device: list, batch: Optional[int], wall_s: float, runner: Any) -> LatencyStats:
+def _stats(host: list, device: list, batch: int | None, wall_s: float, runtime: Any) -> LatencyStats:
     st = LatencyStats.from_samples(host, batch=batch, wall_s=wall_s)
     if device and len(device) == len(host):
         st.device = LatencyStats.from_samples(device, batch=batch, wall_s=wall_s)
     try:
-        st.transfers = runner.describe().get("transfers")
+        st.transfers = runtime.describe().get("transfers")
     except Exception:  # describe() is informational: never fail a measurement over it
         st.transfers = None
     return st
 
 
-def measure(runner: Any, feeds: Mapping[str, Any], cfg: BenchConfig | None = None) -> LatencyStats:
-    """Warm up, then time `runner.infer(feeds)` per iteration.
+def measure(runtime: Any, feeds: Mapping[str, Any], cfg: BenchConfig | None = None) -> LatencyStats:
+    """Warm up, then time `runtime.infer(feeds)` per iteration.
 
     Args:
-        runner: an opened Runner.
+        runtime: an opened Runtime.
         feeds: input name -> numpy array (see `make_feeds`).
         cfg: warm-up and iteration settings.
     Returns:
-        LatencyStats of host wall time per infer; `.device` holds the runner's device-time stats
-        (or None) and `.transfers` the runner's "included"/"excluded"/"n/a".
+        LatencyStats of host wall time per infer; `.device` holds the runtime's device-time stats
+        (or None) and `.transfers` the runtime's "included"/"excluded"/"n/a".
     """
     cfg = (cfg or BenchConfig()).validate()
     feeds = dict(feeds)
-    _first_call(runner, feeds)
-    _warm(runner, feeds, cfg)
+    _first_call(runtime, feeds)
+    _warm(runtime, feeds, cfg)
     host: list[float] = []
     device: list[float] = []
     t0 = time.perf_counter()
@@ -129,43 +130,43 @@ def measure(runner: Any, feeds: Mapping[str, Any], cfg: BenchConfig | None = Non
         end = t0 + cfg.duration_s
         # check the clock every few iterations only, so the loop stays the same as the count loop
         while time.perf_counter() < end or len(host) < cfg.min_iterations:
-            _timed(runner, feeds, 5, host, device)
+            _timed(runtime, feeds, 5, host, device)
     else:
-        _timed(runner, feeds, cfg.iterations, host, device)
+        _timed(runtime, feeds, cfg.iterations, host, device)
     wall = time.perf_counter() - t0
-    return _stats(host, device, batch_of(feeds), wall, runner)
+    return _stats(host, device, batch_of(feeds), wall, runtime)
 
 
 def measure_interleaved(
-    runners: Mapping[str, Any],
+    runtimes: Mapping[str, Any],
     feeds: Mapping[str, Mapping[str, Any]],
     cfg: BenchConfig | None = None,
-    rounds: Optional[int] = None,
+    rounds: int | None = None,
 ) -> dict[str, LatencyStats]:
-    """Measure several runners in alternating blocks so slow machine drift hits all of them alike.
+    """Measure several runtimes in alternating blocks so slow machine drift hits all of them alike.
 
     Each round runs a block of iterations of every model, in an order that rotates every round.
     With `iterations=N` and R rounds each model gets N samples in blocks of ceil(N/R).
 
     Args:
-        runners: name -> opened runner.
-        feeds: name -> that runner's feeds.
+        runtimes: name -> opened runtime.
+        feeds: name -> that runtime's feeds.
         cfg: warm-up (per model) and iterations or duration (per model).
         rounds: number of rounds (default: 20, fewer when there are few iterations).
     Returns:
-        name -> LatencyStats, in the order of `runners`.
+        name -> LatencyStats, in the order of `runtimes`.
     """
     cfg = (cfg or BenchConfig()).validate()
-    names = list(runners)
+    names = list(runtimes)
     if not names:
-        raise UserError("measure_interleaved needs at least one runner")
+        raise UserError("measure_interleaved needs at least one runtime")
     missing = [n for n in names if n not in feeds]
     if missing:
         raise UserError(f"no feeds given for {missing}")
     fd = {n: dict(feeds[n]) for n in names}
     for n in names:
-        _first_call(runners[n], fd[n])
-        _warm(runners[n], fd[n], cfg)
+        _first_call(runtimes[n], fd[n])
+        _warm(runtimes[n], fd[n], cfg)
     host = {n: [] for n in names}
     device = {n: [] for n in names}
     busy = {n: 0.0 for n in names}
@@ -176,7 +177,7 @@ def measure_interleaved(
         block = {}
         for n in names:
             t0 = time.perf_counter()
-            _timed(runners[n], fd[n], 3, [], [])
+            _timed(runtimes[n], fd[n], 3, [], [])
             per = max((time.perf_counter() - t0) / 3, 1e-6)
             block[n] = max(1, int(cfg.duration_s / r / per))
     else:
@@ -191,17 +192,17 @@ def measure_interleaved(
             if want <= 0:
                 continue
             t0 = time.perf_counter()
-            _timed(runners[n], fd[n], want, host[n], device[n])
+            _timed(runtimes[n], fd[n], want, host[n], device[n])
             busy[n] += time.perf_counter() - t0
             blocks[n].append(want)
     out = {}
     for n in names:
-        out[n] = _stats(host[n], device[n], batch_of(fd[n]), busy[n], runners[n])
+        out[n] = _stats(host[n], device[n], batch_of(fd[n]), busy[n], runtimes[n])
         out[n].blocks = blocks[n]
     return out
 
 
-def parse_shape(text: str) -> tuple[Optional[str], tuple[int, ...]]:
+def parse_shape(text: str) -> tuple[str | None, tuple[int, ...]]:
     """Parse `1x3x224x224` or `input:1x3x224x224` into (name or None, dims)."""
     name, _, dims = text.rpartition(":")
     try:
@@ -215,14 +216,14 @@ def parse_shape(text: str) -> tuple[Optional[str], tuple[int, ...]]:
 
 def make_feeds(
     specs: Sequence[TensorSpec],
-    shapes: Mapping[Optional[str], Sequence[int]] | None = None,
-    batch: Optional[int] = None,
+    shapes: Mapping[str | None, Sequence[int]] | None = None,
+    batch: int | None = None,
     seed: int = 0,
 ) -> dict[str, Any]:
     """Random inputs matching the model's inputs.
 
     Args:
-        specs: the runner's `inputs()`.
+        specs: the runtime's `inputs()`.
         shapes: explicit shapes by input name (key None: the only/first input).
         batch: fills a dynamic leading dimension (default 1).
         seed: RNG seed, so repeated runs feed the same data.
@@ -256,7 +257,7 @@ def make_feeds(
     return feeds
 
 
-def _resolve(s: TensorSpec, given: Optional[Sequence[int]], batch: Optional[int]) -> tuple[int, ...]:
+def _resolve(s: TensorSpec, given: Sequence[int] | None, batch: int | None) -> tuple[int, ...]:
     model = tuple(s.shape)
     if given is not None:
         given = tuple(int(d) for d in given)
@@ -265,7 +266,7 @@ def _resolve(s: TensorSpec, given: Optional[Sequence[int]], batch: Optional[int]
                 f"input {s.name!r}: shape {'x'.join(map(str, given))} has rank {len(given)}, "
                 f"the model wants rank {len(model)} ({_fmt(model)})"
             )
-        for j, (g, m) in enumerate(zip(given, model)):
+        for j, (g, m) in enumerate(zip(given, model, strict=False)):
             if m is not None and g != m:
                 raise UserError(
                     f"input {s.name!r}: shape {'x'.join(map(str, given))} differs from the model's "
@@ -289,5 +290,5 @@ def _resolve(s: TensorSpec, given: Optional[Sequence[int]], batch: Optional[int]
     return tuple(out)
 
 
-def _fmt(shape: Sequence[Optional[int]]) -> str:
+def _fmt(shape: Sequence[int | None]) -> str:
     return "x".join("?" if d is None else str(d) for d in shape)

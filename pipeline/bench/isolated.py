@@ -8,40 +8,40 @@ it, so the measurement runs in a spawned child and the caller's process is left 
 
 from __future__ import annotations
 
-from typing import Any, Optional
+from contextlib import ExitStack
+from typing import Any
 
 
-def _child(models: dict[str, str], feeds: dict[str, dict[str, Any]], cfg: Any, threads: Optional[int]) -> dict:
+def _child(models: dict[str, str], feeds: dict[str, dict[str, Any]], cfg: Any, options: Any) -> dict:
+    import dataclasses
+
     from pipeline.bench.harness import measure_interleaved
-    from pipeline.runtimes.base import RunnerOptions, open_runner
+    from pipeline.runtimes.base import RuntimeOptions, open_runtime
 
-    runners = {}
-    try:
-        for name, path in models.items():
-            r = open_runner(path, "onnxruntime", RunnerOptions(threads=threads, extra={"shared_thread_pool": True}))
-            r.open()
-            runners[name] = r
-        stats = measure_interleaved(runners, feeds, cfg)
-        pool = runners[next(iter(runners))].describe().get("thread_pool")
-    finally:
-        for r in runners.values():
-            r.close()
+    options = dataclasses.replace(options or RuntimeOptions(), shared_thread_pool=True)
+    with ExitStack() as stack:
+        runtimes = {name: stack.enter_context(open_runtime(path, "onnxruntime", options))
+                    for name, path in models.items()}
+        stats = measure_interleaved(runtimes, feeds, cfg)
+        pool = runtimes[next(iter(runtimes))].describe().get("thread_pool")
     return {"stats": {n: s.to_dict() for n, s in stats.items()}, "thread_pool": pool}
 
 
 def measure_onnx_interleaved(models: dict[str, str], feeds: dict[str, dict[str, Any]], cfg: Any,
-                             threads: Optional[int] = None) -> dict:
+                             options: Any | None = None) -> dict:
     """Measure ONNX models interleaved (see `harness.measure_interleaved`) in a spawned process.
 
     Args:
         models: name -> .onnx path.
         feeds: name -> {input name: numpy array}.
         cfg: a `BenchConfig`.
-        threads: intra-op threads (None: ONNX Runtime's default).
+        options: the sessions' `RuntimeOptions` (threads, providers, graph optimization level), e.g. a
+            target's from `backend_for(target).host_runtime_options`; None: ONNX Runtime's defaults. The
+            shared thread pool is always on in the child.
     Returns:
         {"stats": {name: LatencyStats.to_dict()}, "thread_pool": "shared" | "per-session"}.
     """
     import multiprocessing as mp
 
     with mp.get_context("spawn").Pool(1) as pool:
-        return pool.apply(_child, (models, feeds, cfg, threads))
+        return pool.apply(_child, (models, feeds, cfg, options))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 
 def _plt():
@@ -37,7 +37,7 @@ def _clip_x(ax: Any, samples: list, q: float = 99.5) -> None:
         ax.set_xlabel(f"latency (ms), axis cut at p{q:g}; max {top:.3f} ms")
 
 
-def plot_latency(doc: dict[str, Any], out: str | Path, title: Optional[str] = None) -> Path:
+def plot_latency(doc: dict[str, Any], out: str | Path, title: str | None = None) -> Path:
     """Histogram and empirical CDF of a result's per-iteration latencies, with p50/p90/p99 marked.
 
     Args:
@@ -119,7 +119,7 @@ def plot_compare(new: dict[str, Any], base: dict[str, Any], verdict: dict[str, A
     ax2.set_xticks(x, names)
     ax2.set_ylabel("new / baseline")
     if ratios:
-        top = max(r + h for r, h in zip(ratios, hi))
+        top = max(r + h for r, h in zip(ratios, hi, strict=False))
         ax2.set_ylim(min(0.8, min(ratios) - 0.05), max(1.2 + verdict["budget"], top + 0.05))
     ax2.legend(fontsize=8)
     fig.suptitle(f"verdict: {verdict['verdict']}", fontsize=10)

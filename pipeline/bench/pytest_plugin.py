@@ -14,8 +14,9 @@ at module level.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 import pytest
 
@@ -32,7 +33,7 @@ def pytest_addoption(parser: Any) -> None:
 class LatencyChecker:
     """What the `edgepipe_latency` fixture returns."""
 
-    def __init__(self, root: Path, update: bool, iterations: Optional[int]):
+    def __init__(self, root: Path, update: bool, iterations: int | None):
         self.root = root
         self.update = update
         self.iterations = iterations
@@ -50,11 +51,11 @@ class LatencyChecker:
         metrics: Sequence[str] = ("p50", "p90"),
         iterations: int = 300,
         warmup: int = 30,
-        threads: Optional[int] = None,
-        runtime: Optional[str] = None,
-        shape: Optional[Sequence[int]] = None,
-        batch: Optional[int] = None,
-        reference: Optional[str] = None,
+        threads: int | None = None,
+        runtime: str | None = None,
+        shape: Sequence[int] | None = None,
+        batch: int | None = None,
+        reference: str | None = None,
     ) -> dict[str, Any]:
         """Benchmark `model` and fail the test when it regressed against `baseline`.
 
@@ -76,12 +77,14 @@ class LatencyChecker:
         from pipeline.errors import UserError
         from pipeline.fileio import write_json
 
-        model_path = model if (":" in model and not model.endswith((".onnx", ".pt2", ".engine", ".plan"))) else str(self._path(model))
+        is_factory = ":" in model and not model.endswith((".onnx", ".pt2", ".engine", ".plan"))
+        model_path = model if is_factory else str(self._path(model))
         base_path = self._path(baseline)
         cfg = BenchConfig(warmup=warmup, iterations=self.iterations or iterations, threads=threads)
         try:
-            doc = bench_model(model_path, runtime=runtime, threads=threads, shapes={None: tuple(shape)} if shape else None,
-                              batch=batch, cfg=cfg, reference=str(self._path(reference)) if reference else None)
+            doc = bench_model(model_path, runtime=runtime, threads=threads,
+                              shapes={None: tuple(shape)} if shape else None, batch=batch, cfg=cfg,
+                              reference=str(self._path(reference)) if reference else None)
         except UserError as e:
             pytest.fail(f"edgepipe: {e}", pytrace=False)
         if self.update:

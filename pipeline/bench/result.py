@@ -3,7 +3,7 @@
 Schema `edgepipe.bench/1`:
 ```
 {"schema": "edgepipe.bench/1", "source": "edgepipe" | "trtexec",
- "model": {"path", "sha256", "runtime"}, "runner": {...describe()...}, "config": {...},
+ "model": {"path", "sha256", "runtime"}, "runner": {...the runtime's describe()...}, "config": {...},
  "inputs": {name: shape}, "latency": LatencyStats.to_dict() (host time per infer; samples kept),
  "device_latency": stats or null, "transfers": "included" | "excluded" | "n/a" | null,
  "reference": {"model": ..., "latency": ...} or null, "fingerprint": {...},
@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import datetime as _dt
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.bench.harness import UNSTABLE_CV
 from pipeline.bench.stats import LatencyStats
@@ -25,7 +25,7 @@ from pipeline.fileio import read_json
 SCHEMA = "edgepipe.bench/1"
 
 
-def unstable_warning(stats: LatencyStats, what: str = "latency") -> Optional[str]:
+def unstable_warning(stats: LatencyStats, what: str = "latency") -> str | None:
     """A warning that says what to do when the coefficient of variation is high, else None."""
     if stats.cv is None or stats.cv <= UNSTABLE_CV:
         return None
@@ -41,15 +41,15 @@ def unstable_warning(stats: LatencyStats, what: str = "latency") -> Optional[str
 def make_result(
     stats: LatencyStats,
     *,
-    model: Optional[str],
-    runtime: Optional[str],
-    runner_info: Optional[dict[str, Any]] = None,
-    config: Optional[dict[str, Any]] = None,
-    inputs: Optional[dict[str, Any]] = None,
-    fingerprint: Optional[dict[str, Any]] = None,
-    reference: Optional[tuple[str, LatencyStats]] = None,
+    model: str | None,
+    runtime: str | None,
+    runtime_info: dict[str, Any] | None = None,
+    config: dict[str, Any] | None = None,
+    inputs: dict[str, Any] | None = None,
+    fingerprint: dict[str, Any] | None = None,
+    reference: tuple[str, LatencyStats] | None = None,
     source: str = "edgepipe",
-    extra: Optional[dict[str, Any]] = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Assemble a result document (see the module docstring) and its warnings / missing list."""
     from pipeline.fileio import sha256_file
@@ -62,7 +62,7 @@ def make_result(
         "schema": SCHEMA,
         "source": source,
         "model": {"path": model, "sha256": sha, "runtime": runtime},
-        "runner": runner_info or {},
+        "runner": runtime_info or {},  # the runtime's describe(); the key keeps the schema's name
         "config": config or {},
         "inputs": inputs or {},
         "latency": stats.to_dict(),
@@ -109,7 +109,7 @@ def timing_section(doc: dict[str, Any], timing: str, path: str = "") -> dict[str
     if timing == "device":
         sec = doc.get("device_latency")
         if not isinstance(sec, dict):
-            raise UserError(f"{path or 'result'} has no device_latency (the runner reported no device time)")
+            raise UserError(f"{path or 'result'} has no device_latency (the runtime reported no device time)")
         return sec
     raise UserError(f"--timing {timing!r} (allowed: host, device)")
 
@@ -124,12 +124,14 @@ def summary_lines(doc: dict[str, Any]) -> list[str]:
     lines = [
         f"model: {doc['model'].get('path')}  runtime: {doc['model'].get('runtime')}  source: {doc.get('source')}",
         f"iterations: {lat.get('iterations')}  batch: {lat.get('batch')}  transfers: {doc.get('transfers')}",
-        "host latency (ms): " + "  ".join(f"{k} {f(lat.get(k))}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
+        "host latency (ms): "
+        + "  ".join(f"{k} {f(lat.get(k))}" for k in ("min", "mean", "p50", "p90", "p95", "p99", "max")),
         f"std {f(lat.get('std'))} ms  cv {_pct(lat.get('cv'))}  throughput {_num(lat.get('throughput_ips'))} samples/s",
     ]
     dev = doc.get("device_latency")
     if isinstance(dev, dict):
-        lines.append("device latency (ms): " + "  ".join(f"{k} {f(dev.get(k))}" for k in ("min", "mean", "p50", "p90", "p99", "max")))
+        lines.append("device latency (ms): "
+                     + "  ".join(f"{k} {f(dev.get(k))}" for k in ("min", "mean", "p50", "p90", "p99", "max")))
     ref = doc.get("reference")
     if isinstance(ref, dict):
         rl = ref["latency"]

@@ -6,8 +6,9 @@ samples are kept in `samples_ms` so the regression gate can bootstrap confidence
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any, Optional, Sequence
+from typing import Any
 
 QUANTILES = {"p50": 50.0, "p90": 90.0, "p95": 95.0, "p99": 99.0}
 SUMMARY_FIELDS = ("min", "mean", "p50", "p90", "p95", "p99", "max", "std", "cv")
@@ -20,32 +21,32 @@ class LatencyStats:
     A field is None when the source did not report it (e.g. a trtexec log without percentile(90%)).
     """
 
-    batch: Optional[int] = 1
+    batch: int | None = 1
     iterations: int = 0
-    min: Optional[float] = None
-    mean: Optional[float] = None
-    p50: Optional[float] = None
-    p90: Optional[float] = None
-    p95: Optional[float] = None
-    p99: Optional[float] = None
-    max: Optional[float] = None
-    std: Optional[float] = None
-    cv: Optional[float] = None
-    throughput_ips: Optional[float] = None
+    min: float | None = None
+    mean: float | None = None
+    p50: float | None = None
+    p90: float | None = None
+    p95: float | None = None
+    p99: float | None = None
+    max: float | None = None
+    std: float | None = None
+    cv: float | None = None
+    throughput_ips: float | None = None
     samples_ms: list[float] = field(default_factory=list)
     unit: str = "ms"
-    # device-side time per iteration (CUDA events) when the runner reports it, else None
-    device: Optional["LatencyStats"] = None
+    # device-side time per iteration (CUDA events) when the runtime reports it, else None
+    device: LatencyStats | None = None
     # whether host<->device copies are inside the timed region: "included", "excluded", "n/a" or None
-    transfers: Optional[str] = None
+    transfers: str | None = None
     # samples per interleaving round, in order (measure_interleaved only): lets the gate normalise
     # each round by the reference model's median of the same round
     blocks: list[int] = field(default_factory=list)
 
     @classmethod
     def from_samples(
-        cls, samples_ms: Sequence[float], batch: Optional[int] = 1, wall_s: Optional[float] = None
-    ) -> "LatencyStats":
+        cls, samples_ms: Sequence[float], batch: int | None = 1, wall_s: float | None = None
+    ) -> LatencyStats:
         """Compute the summary from per-iteration latencies.
 
         Args:
@@ -93,7 +94,7 @@ class LatencyStats:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "LatencyStats":
+    def from_dict(cls, d: dict[str, Any]) -> LatencyStats:
         """Inverse of `to_dict` (unknown keys are ignored)."""
         kw = {k: d.get(k) for k in SUMMARY_FIELDS}
         return cls(

@@ -1,4 +1,4 @@
-"""Build and run the trtexec benchmark command for a TensorRT engine, then parse its output.
+"""Write and run the trtexec benchmark command for a TensorRT engine (`trtexec_bench_argv`), then parse its output.
 
 Every performance-relevant flag is spelled out, because defaults changed between major versions:
 TensorRT 11 turned CUDA graphs and spin-wait on and host<->device transfers off by default
@@ -11,9 +11,10 @@ from __future__ import annotations
 import re
 import shutil
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import Any
 
 from pipeline.errors import UserError
 
@@ -36,12 +37,12 @@ class TrtexecSettings:
     spin_wait: bool = True
     include_transfers: bool = True
     percentiles: Sequence[float] = (90, 95, 99)
-    shapes: Optional[str] = None  # e.g. "input:1x3x224x224"
-    export_times: Optional[str] = None
+    shapes: str | None = None  # e.g. "input:1x3x224x224"
+    export_times: str | None = None
     extra: Sequence[str] = ()
 
 
-def find_trtexec(explicit: Optional[str] = None) -> Optional[Path]:
+def find_trtexec(explicit: str | None = None) -> Path | None:
     """trtexec from `explicit`, else PATH, else /usr/src/tensorrt/bin/trtexec (JetPack's place)."""
     if explicit:
         p = Path(explicit)
@@ -55,9 +56,9 @@ def find_trtexec(explicit: Optional[str] = None) -> Optional[Path]:
     return None
 
 
-def trtexec_version(exe: Path, timeout: float = 60) -> Optional[tuple[int, int, int]]:
+def trtexec_version(exe: Path, timeout: float = 60) -> tuple[int, int, int] | None:
     """Version from the `&&&& RUNNING TensorRT.trtexec [TensorRT vNNNN]` banner of `trtexec --help`."""
-    from pipeline.bench.trtexec_log import decode_version
+    from pipeline.bench.trtexec_parse import decode_version
 
     try:
         p = subprocess.run([str(exe), "--help"], capture_output=True, text=True, timeout=timeout)
@@ -67,9 +68,10 @@ def trtexec_version(exe: Path, timeout: float = 60) -> Optional[tuple[int, int, 
     return decode_version(m.group(1)) if m else None
 
 
-def build_command(engine: str | Path, version: Sequence[int], s: TrtexecSettings | None = None,
-                  exe: str | Path = "trtexec") -> list[str]:
-    """The argv of a trtexec benchmark run of a built engine.
+def trtexec_bench_argv(engine: str | Path, version: Sequence[int], s: TrtexecSettings | None = None,
+                       exe: str | Path = "trtexec") -> list[str]:
+    """The argv of a trtexec benchmark run of a built engine (the build side is
+    `pipeline.build.trtexec.trtexec_build_argv`).
 
     Args:
         engine: the serialized engine (`--loadEngine`).
@@ -120,7 +122,7 @@ def build_command(engine: str | Path, version: Sequence[int], s: TrtexecSettings
 
 
 def run_trtexec(engine: str | Path, out_dir: str | Path, s: TrtexecSettings | None = None,
-                exe: Optional[str] = None, timeout: float = 900) -> dict[str, Any]:
+                exe: str | None = None, timeout: float = 900) -> dict[str, Any]:
     """Run trtexec on `engine`, keep its log and times under `out_dir`, and return the result document.
 
     Raises:
@@ -143,7 +145,7 @@ def run_trtexec(engine: str | Path, out_dir: str | Path, s: TrtexecSettings | No
     out.mkdir(parents=True, exist_ok=True)
     s = s or TrtexecSettings()
     s.export_times = str(out / "trtexec_times.json")
-    argv = build_command(engine, version, s, exe=tool)
+    argv = trtexec_bench_argv(engine, version, s, exe=tool)
     try:
         p = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     except subprocess.TimeoutExpired:

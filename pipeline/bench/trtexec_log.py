@@ -9,10 +9,10 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.bench.stats import LatencyStats
-from pipeline.bench.trtexec_parse import decode_version, parse_log_text  # noqa: F401  (public API)
+from pipeline.bench.trtexec_parse import parse_log_text
 from pipeline.errors import UserError
 
 # per-iteration series in --exportTimes records: TensorRT 8+ names, then the 7.x tracer's names
@@ -40,7 +40,7 @@ def read_export_times(path: str | Path) -> dict[str, list[float]]:
         raise UserError(f"trtexec times file {p}: expected a JSON list of per-iteration records")
     out: dict[str, list[float]] = {"latency": [], "gpu_compute": [], "h2d": [], "d2h": [], "end_to_end": []}
     for rec in data:
-        if not isinstance(rec, dict) or ("latencyMs" not in rec and "computeMs" not in rec and "endComputeMs" not in rec):
+        if not isinstance(rec, dict) or not ({"latencyMs", "computeMs", "endComputeMs"} & set(rec)):
             continue  # the leading {"count": N} record
         try:
             if "latencyMs" in rec:
@@ -60,7 +60,7 @@ def read_export_times(path: str | Path) -> dict[str, list[float]]:
     return out
 
 
-def transfers_from(version: Optional[tuple[int, ...]], command: Optional[str]) -> Optional[str]:
+def transfers_from(version: tuple[int, ...] | None, command: str | None) -> str | None:
     """Were host<->device copies inside trtexec's "Latency"? (None when the log does not tell.)"""
     cmd = command or ""
     if "--noDataTransfers" in cmd:
@@ -72,7 +72,8 @@ def transfers_from(version: Optional[tuple[int, ...]], command: Optional[str]) -
     return "excluded" if version[0] >= 11 else "included"
 
 
-def _batch_from(command: Optional[str], input_dims: Optional[list[int]] = None) -> tuple[Optional[int], bool, Optional[str]]:
+def _batch_from(command: str | None,
+                input_dims: list[int] | None = None) -> tuple[int | None, bool, str | None]:
     """(batch, implicit, where from): `--batch=16` (implicit batch, TensorRT < 10), the leading
     dimension of the first `--shapes=name:NxCxHxW` (explicit batch; the name may be quoted), or of a
     4-D input binding the log printed (NCHW; a 3-D binding is an implicit-batch CHW, so not used)."""
@@ -87,7 +88,7 @@ def _batch_from(command: Optional[str], input_dims: Optional[list[int]] = None) 
     return None, False, None
 
 
-def _streams_from(command: Optional[str]) -> Optional[int]:
+def _streams_from(command: str | None) -> int | None:
     # --streams (<= 8.6) / --infStreams (>= 10): queries run concurrently, so qps is the total over all
     m = re.search(r"--(?:streams|infStreams)[= ](\d+)", command or "")
     return int(m.group(1)) if m else None
@@ -111,7 +112,7 @@ def _read_text(p: Path) -> str:
         raise UserError(f"trtexec log {p} could not be read as text: {e}") from None
 
 
-def _ips(qps: Optional[float], batch: Optional[int], implicit: bool) -> Optional[float]:
+def _ips(qps: float | None, batch: int | None, implicit: bool) -> float | None:
     # with an implicit-batch engine trtexec's qps already counts samples; with explicit batch it
     # counts inferences of `batch` samples each
     if qps is None or not batch:
@@ -119,14 +120,15 @@ def _ips(qps: Optional[float], batch: Optional[int], implicit: bool) -> Optional
     return qps if implicit else qps * batch
 
 
-def _stats_from_summary(d: dict[str, Optional[float]], batch: Optional[int], ips: Optional[float]) -> LatencyStats:
+def _stats_from_summary(d: dict[str, float | None], batch: int | None, ips: float | None) -> LatencyStats:
     return LatencyStats(
         batch=batch, iterations=0, min=d.get("min"), mean=d.get("mean"), p50=d.get("p50"),
         p90=d.get("p90"), p95=d.get("p95"), p99=d.get("p99"), max=d.get("max"), throughput_ips=ips,
     )
 
 
-def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, batch: Optional[int] = None) -> dict[str, Any]:
+def import_trtexec(log_path: str | Path, times_path: str | Path | None = None,
+                   batch: int | None = None) -> dict[str, Any]:
     """Turn a trtexec log (and optionally its --exportTimes JSON) into a result document.
 
     Args:
@@ -205,7 +207,8 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     doc["missing"] = missing
     doc["end_to_end_latency"] = m.get("end_to_end")
     if qps == 0:
-        doc["warnings"].append("trtexec reported a throughput of 0 qps (a known trtexec 7.x reporting quirk); throughput_ips is unusable")
+        doc["warnings"].append("trtexec reported a throughput of 0 qps (a known trtexec 7.x reporting quirk); "
+                               "throughput_ips is unusable")
     if parsed["summaries"] > 1:
         doc["warnings"].append(f"the log holds {parsed['summaries']} performance summaries (several runs pasted "
                                "together); only the last one was read")
@@ -222,7 +225,7 @@ def import_trtexec(log_path: str | Path, times_path: str | Path | None = None, b
     return doc
 
 
-def _inconsistent(d: dict[str, float]) -> Optional[str]:
+def _inconsistent(d: dict[str, float]) -> str | None:
     """The first way a summary breaks min <= median, mean, percentiles <= max (None when it does not)."""
     lo, hi = d.get("min"), d.get("max")
     if lo is not None and hi is not None and lo > hi:
@@ -234,7 +237,7 @@ def _inconsistent(d: dict[str, float]) -> Optional[str]:
     return None
 
 
-def _transfers(parsed: dict[str, Any], m: dict[str, dict[str, float]]) -> Optional[str]:
+def _transfers(parsed: dict[str, Any], m: dict[str, dict[str, float]]) -> str | None:
     """The command's own flag first, then what the summary shows (H2D and D2H all zero: copies were
     not timed), then the version's default."""
     cmd = parsed["command"] or ""
@@ -249,7 +252,7 @@ def _transfers(parsed: dict[str, Any], m: dict[str, dict[str, float]]) -> Option
     return by_version
 
 
-def _engine_from(command: Optional[str]) -> Optional[str]:
+def _engine_from(command: str | None) -> str | None:
     if not command:
         return None
     m = re.search(r"--(?:loadEngine|onnx)=(\S+)", command)

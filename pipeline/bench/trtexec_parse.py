@@ -19,17 +19,19 @@ table, and failed runs (`&&&& FAILED`) with no summary at all.
 from __future__ import annotations
 
 import re
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.errors import UserError
 
 _NUM = r"([-+]?\d+(?:\.\d+)?(?:[eE][-+]?\d+)?)"
-# what stands before trtexec's text on a line: markdown quote marks ("> "), a CI runner's ISO time ("2024-01-12T10:11:12.123Z "),
-# a docker compose service ("trt-1  | "), then bracket groups ("[06/12/2022-22:34:00] [I] ",
-# "[INFO] [..] [I] ", "[I] "); colour codes anywhere are dropped first
+# what stands before trtexec's text on a line: markdown quote marks ("> "), a CI runner's ISO time
+# ("2024-01-12T10:11:12.123Z "), a docker compose service ("trt-1  | "), then bracket groups
+# ("[06/12/2022-22:34:00] [I] ", "[INFO] [..] [I] ", "[I] "); colour codes anywhere are dropped first
 _ANSI = re.compile(r"\x1b\[[0-9;]*[A-Za-z]")
 _PREFIX = re.compile(r"^(?:>\s*)*(?:\d{4}-\d\d-\d\dT[\d:.]+Z?\s+)?(?:[\w.-]+\s+\|\s)?\s*(?:\[[^\]]*\]\s*)*")
-_STATUS = re.compile(r"&&&& (RUNNING|PASSED|FAILED)\s+TensorRT\.trtexec\s*(?:\[TensorRT v(\d+)\])?(?:\s*\[b\d+\])?\s*(?:#\s*(.*))?")
+_STATUS = re.compile(
+    r"&&&& (RUNNING|PASSED|FAILED)\s+TensorRT\.trtexec\s*(?:\[TensorRT v(\d+)\])?(?:\s*\[b\d+\])?\s*(?:#\s*(.*))?"
+)
 _VERSION_LINE = re.compile(r"TensorRT version:\s*(\d+(?:\.\d+)*)")
 # a shell line that ran trtexec (the only place some posts keep the command): "$ trtexec --onnx=..."
 # (at a line's start, after a prompt ending in $ # or >, or after sudo; not as another tool's argument)
@@ -84,7 +86,7 @@ def parse_metric_body(body: str) -> dict[str, float]:
     return out
 
 
-def _search(pattern: str, lines: list[str]) -> Optional[float]:
+def _search(pattern: str, lines: list[str]) -> float | None:
     for line in lines:
         m = re.search(pattern, line, re.I)
         if m:
@@ -92,10 +94,10 @@ def _search(pattern: str, lines: list[str]) -> Optional[float]:
     return None
 
 
-def parse_profile(lines: list[str]) -> Optional[dict[str, Any]]:
+def parse_profile(lines: list[str]) -> dict[str, Any] | None:
     """The last `--dumpProfile` table: {iterations, layers: [{name, time_ms, avg_ms, median_ms, percent}],
     total_avg_ms} (None when the log has none). Times are per layer, summed over the profiled runs."""
-    starts = [i for i, l in enumerate(lines) if _PROFILE_HEAD.match(l)]
+    starts = [i for i, ln in enumerate(lines) if _PROFILE_HEAD.match(ln)]
     if not starts:
         return None
     i = starts[-1]
@@ -116,27 +118,27 @@ def parse_profile(lines: list[str]) -> Optional[dict[str, Any]]:
     return prof
 
 
-def _run_info(raw: list[str], lines: list[str], start: int) -> tuple[Optional[tuple[int, ...]], Optional[str]]:
+def _run_info(raw: list[str], lines: list[str], start: int) -> tuple[tuple[int, ...] | None, str | None]:
     """Version and command of the run whose summary starts at `start`: its `&&&& PASSED` line after the
     summary, else the `&&&& RUNNING` line before it, else a shell line that ran trtexec before it."""
-    version: Optional[tuple[int, ...]] = None
-    command: Optional[str] = None
-    after = [m for l in raw[start:] if (m := _STATUS.search(l))]
-    before = [m for l in raw[:start] if (m := _STATUS.search(l))]
+    version: tuple[int, ...] | None = None
+    command: str | None = None
+    after = [m for ln in raw[start:] if (m := _STATUS.search(ln))]
+    before = [m for ln in raw[:start] if (m := _STATUS.search(ln))]
     for m in after[:1] + before[::-1]:
         if version is None and m.group(2):
             version = decode_version(m.group(2))
         if command is None and m.group(3):
             command = m.group(3).strip()
     if command is None:
-        for l in reversed(lines[:start]):
-            m = _SHELL_CMD.search(l)
+        for ln in reversed(lines[:start]):
+            m = _SHELL_CMD.search(ln)
             if m:
                 command = m.group(1).strip()
                 break
     if version is None:
-        for l in reversed(raw[:start] or raw):
-            m = _VERSION_LINE.search(l)
+        for ln in reversed(raw[:start] or raw):
+            m = _VERSION_LINE.search(ln)
             if m:
                 parts = [int(x) for x in m.group(1).split(".")]
                 version = decode_version(parts[0]) if len(parts) == 1 else tuple((parts + [0, 0])[:3])
@@ -145,8 +147,8 @@ def _run_info(raw: list[str], lines: list[str], start: int) -> tuple[Optional[tu
 
 
 def _no_summary(raw: list[str], lines: list[str]) -> UserError:
-    status = [m for l in raw if (m := _STATUS.search(l))]
-    errors = [l for l in raw if re.search(r"\[E\]", l)]
+    status = [m for ln in raw if (m := _STATUS.search(ln))]
+    errors = [ln for ln in raw if re.search(r"\[E\]", ln)]
     msg = ("no trtexec performance summary found (neither '=== Performance summary ===' nor a 7.x "
            "'Host Latency' block)")
     if status and status[-1].group(1) == "FAILED":  # the last run failed (an earlier one may not have)
@@ -154,7 +156,7 @@ def _no_summary(raw: list[str], lines: list[str]) -> UserError:
         ver = ".".join(map(str, decode_version(v))) if v else "unknown version"
         last = _strip(errors[-1]) if errors else "no [E] line in the log"
         return UserError(f"{msg}: the trtexec run FAILED (TensorRT {ver}); its last error: {last}")
-    if any(_PROFILE_HEAD.match(l) for l in lines):
+    if any(_PROFILE_HEAD.match(ln) for ln in lines):
         return UserError(f"{msg}: the log has a --dumpProfile per-layer table but no summary; pass the "
                          "complete trtexec output (the summary comes before the profile)")
     return UserError(f"{msg}; pass the complete trtexec output")
@@ -175,13 +177,13 @@ def parse_log_text(text: str) -> dict[str, Any]:
         UserError: no summary of either kind (saying so when the run failed), or no Latency values.
     """
     raw = text.replace("\r\n", "\n").replace("\r", "\n").split("\n")
-    lines = [_strip(l) for l in raw]
-    heads = [i for i, l in enumerate(lines) if _SUMMARY in l]
+    lines = [_strip(ln) for ln in raw]
+    heads = [i for i, ln in enumerate(lines) if _SUMMARY in ln]
     if heads:
         fmt = None
         start = heads[-1]
     else:
-        blocks = [i for i, l in enumerate(lines) if l.lower() == "host latency"]
+        blocks = [i for i, ln in enumerate(lines) if ln.lower() == "host latency"]
         if not blocks:
             raise _no_summary(raw, lines)
         fmt, start = "7.x", blocks[-1]
@@ -195,7 +197,7 @@ def parse_log_text(text: str) -> dict[str, Any]:
                         f"(summary at line {start + 1}); pass the complete, unedited trtexec output")
     if fmt is None:
         fmt = "8.0-8.2" if "end_to_end" in metrics else ("8.5+" if any("p90" in v for v in metrics.values()) else "8.4")
-    tail = [m.group(1) for l in raw[end + 1:] if (m := _STATUS.search(l))]
+    tail = [m.group(1) for ln in raw[end + 1:] if (m := _STATUS.search(ln))]
     return {
         "format": fmt, "version": version, "command": command, "metrics": metrics,
         "throughput_qps": _search(r"\bthroughput:\s*" + _NUM + r"\s*qps", seg),
@@ -203,17 +205,17 @@ def parse_log_text(text: str) -> dict[str, Any]:
         "gpu_cv": (lambda v: v / 100 if v is not None else None)(
             _search(r"coefficient of variance = " + _NUM + "%", seg)),
         "summaries": len(heads), "failed_after": "FAILED" in tail, "profile": parse_profile(lines),
-        "input_dims": next(([int(d) for d in m.group(1).split("x")] for l in reversed(lines[:start])
-                            if (m := _BINDING.search(l))), None),
+        "input_dims": next(([int(d) for d in m.group(1).split("x")] for ln in reversed(lines[:start])
+                            if (m := _BINDING.search(ln))), None),
     }
 
 
 def _parse_summary(seg: list[str], raw: list[str]) -> dict[str, dict[str, float]]:
     metrics: dict[str, dict[str, float]] = {}
-    for l, r in zip(seg, raw):
+    for ln, r in zip(seg, raw, strict=False):
         if re.search(r"\[[WEVF]\]", _level(r)):
             continue  # a warning/error/verbose line between summary lines is never a summary value
-        m = _METRIC_LINE.match(l)
+        m = _METRIC_LINE.match(ln)
         if m:
             metrics.setdefault(_METRIC_NAMES[m.group(1).lower()], parse_metric_body(m.group(2)))
     return metrics
@@ -222,15 +224,15 @@ def _parse_summary(seg: list[str], raw: list[str]) -> dict[str, dict[str, float]
 def _parse_v7(seg: list[str]) -> dict[str, dict[str, float]]:
     metrics: dict[str, dict[str, float]] = {}
     block = None
-    for l in seg:
-        low = l.lower()
+    for ln in seg:
+        low = ln.lower()
         if low in _V7_BLOCKS:
             block = _V7_BLOCKS[low]
             metrics.setdefault(block, {})
             continue
         if block is None:
             continue
-        m = re.match(r"^(min|max|mean|median):\s*" + _NUM + r"\s*ms(?:\s*\(end to end " + _NUM + r" ms\))?", l)
+        m = re.match(r"^(min|max|mean|median):\s*" + _NUM + r"\s*ms(?:\s*\(end to end " + _NUM + r" ms\))?", ln)
         if m:
             # setdefault: a second value for the same statistic belongs to a block whose title was
             # cut away (`grep -C` output), never to this one
@@ -238,7 +240,7 @@ def _parse_v7(seg: list[str]) -> dict[str, dict[str, float]]:
             if m.group(3) is not None:
                 metrics.setdefault("end_to_end", {}).setdefault(_KEYS[m.group(1)], float(m.group(3)))
             continue
-        m = re.match(r"^percentile:\s*" + _NUM + r"\s*ms at (\d+(?:\.\d+)?)%(?:\s*\(end to end " + _NUM + r" ms)?", l)
+        m = re.match(r"^percentile:\s*" + _NUM + r"\s*ms at (\d+(?:\.\d+)?)%(?:\s*\(end to end " + _NUM + r" ms)?", ln)
         if m:
             p = f"p{float(m.group(2)):g}"
             metrics[block].setdefault(p, float(m.group(1)))

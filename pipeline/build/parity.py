@@ -6,7 +6,8 @@ diverges from the ONNX it came from (a parser bug, a bad fusion, FP16 overflow) 
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 
@@ -39,12 +40,22 @@ def compare_outputs(reference: np.ndarray, candidate: np.ndarray) -> dict[str, A
 
 
 def ort_outputs(onnx_path: str, x: np.ndarray, input_name: str | None = None) -> np.ndarray:
-    """First output of `onnx_path` under ONNX Runtime's CPU provider for input batch `x`."""
-    import onnxruntime as ort
+    """First output of `onnx_path` under ONNX Runtime's CPU provider for input batch `x`.
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    name = input_name or sess.get_inputs()[0].name
-    return np.asarray(sess.run(None, {name: np.ascontiguousarray(x, dtype=np.float32)})[0])
+    Args:
+        onnx_path: the ONNX model.
+        x: the input batch (cast to float32).
+        input_name: the input to feed (default: the model's first input).
+    Returns:
+        The first output as a numpy array.
+    Raises:
+        RuntimeFailure: onnxruntime is missing or cannot load the model.
+    """
+    from pipeline.runtimes.base import RuntimeOptions, open_runtime
+
+    with open_runtime(str(onnx_path), "onnxruntime", RuntimeOptions(providers=("CPUExecutionProvider",))) as rt:
+        name = input_name or rt.inputs()[0].name
+        return np.asarray(rt.infer({name: np.ascontiguousarray(x, dtype=np.float32)})[0])
 
 
 def parity_vs_ort(
@@ -59,7 +70,7 @@ def parity_vs_ort(
     Args:
         onnx_path: the ONNX the engine was built from.
         x: inputs (N, ...) float32.
-        run_candidate: batch -> first output, e.g. `lambda b: runner.infer({"input": b})[0]`.
+        run_candidate: batch -> first output, e.g. `lambda b: rt.infer({"input": b})[0]` for a TrtRuntime.
         max_batch: the engine profile's max batch (chunks never exceed it).
         input_name: ONNX input name (default: the first input).
     Returns:

@@ -48,20 +48,32 @@ TRT_OBJECT_NAMES = {
 
 
 try:  # inside the edgepipe package
-    from pipeline.build.trt_plan import (  # noqa: F401  (re-exported: callers import them from here)
-        BuildError, BuildOptions, _member, cache_key, network_creation_flags, onnx_has_qdq, plan_precision,
+    from pipeline.build.trt_plan import (  # re-exported: callers import them from here
+        BuildError,
+        BuildOptions,
+        _member,
+        cache_key,
+        network_creation_flags,
+        onnx_has_qdq,
+        plan_precision,
         summarize_layers,
     )
 except ImportError:  # in a deploy bundle on the device: trt_plan.py sits beside this file
-    from trt_plan import (  # type: ignore[no-redef]  # noqa: F401
-        BuildError, BuildOptions, _member, cache_key, network_creation_flags, onnx_has_qdq, plan_precision,
+    from trt_plan import (  # type: ignore[no-redef]
+        BuildError,
+        BuildOptions,
+        _member,
+        cache_key,
+        network_creation_flags,
+        onnx_has_qdq,
+        plan_precision,
         summarize_layers,
     )
 
 
 def import_tensorrt() -> Any:
     """Import the real TensorRT module (raises ImportError with the reason if absent)."""
-    import tensorrt  # noqa: PLC0415
+    import tensorrt
 
     return tensorrt
 
@@ -93,16 +105,16 @@ def cuda_device_info() -> Dict[str, Any]:
         if int(err) == 0:
             name = props.name.decode() if isinstance(props.name, bytes) else str(props.name)
             return {"name": name.strip("\x00"), "compute_capability": "%d.%d" % (props.major, props.minor)}
-    except Exception:  # noqa: BLE001 - no cuda-python, no driver, no device: try the next probe
+    except Exception:  # no cuda-python, no driver, no device: try the next probe
         pass
     try:
-        import pycuda.driver as cuda  # noqa: PLC0415
+        import pycuda.driver as cuda
 
         cuda.init()
         dev = cuda.Device(0)
         major, minor = dev.compute_capability()
         return {"name": dev.name(), "compute_capability": "%d.%d" % (major, minor)}
-    except Exception:  # noqa: BLE001
+    except Exception:  # no pycuda, no driver, no device
         return {}
 
 
@@ -218,7 +230,7 @@ def build_engine(
     if device:  # deserializing needs a GPU; tensorrt_rtx on a CPU has none
         try:
             engine_layers = summarize_layers(inspect_engine(trt, engine_bytes, options.dla_core))
-        except Exception as e:  # noqa: BLE001 - the inspector is a report, never a reason to fail a build
+        except Exception as e:  # the inspector is a report, never a reason to fail a build
             engine_layers = {"error": str(e)}
 
     trt_version = str(trt.__version__)

@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import json
 from dataclasses import asdict, dataclass
-from typing import Any, Dict, List, Optional, Tuple
+from typing import Any, Dict, List, Optional
 
 
 class BuildError(RuntimeError):
@@ -32,15 +32,6 @@ class BuildOptions:
     gpu_fallback: bool = True
     opt_level: Optional[int] = 3
     timing_cache: Optional[str] = None
-
-
-def version_tuple(trt: Any) -> Tuple[int, ...]:
-    """(major, minor, ...) of a TensorRT module's __version__."""
-    out = []
-    for part in str(getattr(trt, "__version__", "0")).split("."):
-        digits = "".join(ch for ch in part if ch.isdigit())
-        out.append(int(digits) if digits else 0)
-    return tuple(out)
 
 
 def _member(enum: Any, name: str) -> Any:
@@ -116,7 +107,8 @@ def onnx_has_qdq(onnx_bytes: bytes) -> bool:
     return b"DequantizeLinear" in onnx_bytes or b"QuantizeLinear" in onnx_bytes
 
 
-def cache_key(onnx_sha256: str, trt_version: str, device: Dict[str, Any], options: BuildOptions, shapes: Dict[str, Any]) -> str:
+def cache_key(onnx_sha256: str, trt_version: str, device: Dict[str, Any], options: BuildOptions,
+              shapes: Dict[str, Any]) -> str:
     """Engine cache key: ONNX bytes + TensorRT version + device (name, compute capability) + flags + shapes.
 
     An engine is only valid for the exact TensorRT version and GPU model it was built with.

@@ -8,22 +8,25 @@ is no longer needed there).
 
 from __future__ import annotations
 
-from typing import Dict, List, Sequence
+from collections.abc import Sequence
 
-from pipeline.build.trt_builder import BuildOptions
+from pipeline.build.trt_plan import BuildOptions
 
 
-def trtexec_command(
+def trtexec_build_argv(
     onnx_path: str,
     engine_path: str,
     options: BuildOptions,
     tensorrt_version: str,
-    input_shapes: Dict[str, Sequence[int]],
+    input_shapes: dict[str, Sequence[int]],
     explicit_int8: bool = True,
-) -> List[str]:
-    """The equivalent `trtexec` build command (argv list) for a TensorRT version.
+) -> list[str]:
+    """The `trtexec` command that builds the same engine as our Python builder, for a TensorRT version.
 
     Args:
+        onnx_path: the ONNX file, as the command will see it (relative to where it runs).
+        engine_path: where trtexec saves the engine.
+        options: the BuildOptions (profile, workspace, DLA, sparsity, timing cache, precision).
         input_shapes: input name -> shape without the batch axis, e.g. {"input": [1, 16, 16]}.
         tensorrt_version: e.g. "10.3" or "11.4"; decides which flags exist.
         explicit_int8: the ONNX has Q/DQ nodes (--int8 on a graph without them would calibrate with dummy data).

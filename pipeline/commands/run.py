@@ -20,8 +20,9 @@ def register(sub) -> None:
 
 
 def _run(args) -> int:
+    """Run the pipeline; print or write the manifest with --json. Returns the exit code."""
     from pipeline.fileio import write_json
-    from pipeline.runner import run_pipeline
+    from pipeline.run_loop import run_pipeline
 
     manifest = run_pipeline(args.config, target=args.target, out_dir=args.out, force=args.force, quiet=args.quiet)
     if args.json == "-":

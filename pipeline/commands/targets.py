@@ -7,7 +7,8 @@ import json
 
 def register(sub) -> None:
     """Add the `targets` subcommand."""
-    p = sub.add_parser("targets", help="list targets or show one", description="List targets, or validate and show one.")
+    p = sub.add_parser("targets", help="list targets or show one",
+                       description="List targets, or validate and show one.")
     p.add_argument("name", nargs="?", help="target name or file to validate and print")
     p.set_defaults(func=_targets)
 

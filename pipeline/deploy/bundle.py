@@ -1,8 +1,9 @@
 """Make the deploy bundle `dist/<target>/` from a pipeline run directory.
 
 The bundle is everything the person (or `edgepipe deploy --device`) needs at the device: the INT8 QDQ
-ONNX, the standalone device runner, eval data, the run's report, a README, for TensorRT targets the engine
-recipe (our Python builder and the equivalent trtexec script), and `manifest.json` with the sha256 of every
+ONNX, the standalone device runner with its device facts and ONNX Runtime runtime, eval data, the run's
+report, a README, what the target's backend adds (for TensorRT: the engine recipe, i.e. our Python builder
+and the equivalent trtexec script, and the TensorRT runtime), and `manifest.json` with the sha256 of every
 file, which the device runner checks before it builds or runs anything. The bundle is assembled in a
 temporary folder next to DIST and swapped in, so DIST is always either the old bundle or the new one.
 """
@@ -17,16 +18,20 @@ from pathlib import Path
 from string import Template
 from typing import Any
 
-from pipeline import __version__
-from pipeline.deploy import recipe
+from pipeline.backends import Backend, backend_for, ship_standalone
+from pipeline.build.recipe import MODEL_NAME
 from pipeline.errors import UserError
 from pipeline.fileio import read_json, sha256_file, write_json, write_text
-from pipeline.targets import Target, load_target
+from pipeline.targets import Target
+from pipeline.version import __version__
 
 BUNDLE_FORMAT = "edgepipe-bundle/1"
 DEVICE_DIR = Path(__file__).resolve().parent / "device"
 PIPELINE_DIR = Path(__file__).resolve().parents[1]
-MODEL_NAME = "model_int8.onnx"
+# Standalone files every bundle ships (bundle name <- source); the backend adds its runtime's own.
+DEVICE_FILES = (("device_runner.py", DEVICE_DIR / "device_runner.py"),
+                ("device_facts.py", PIPELINE_DIR / "device_facts.py"),
+                ("ort_runtime.py", PIPELINE_DIR / "runtimes" / "ort.py"))
 MAX_EVAL_BYTES = 64 << 20  # larger eval sets are cut to their first samples (recorded in the manifest)
 BUDGET_PERCENTILE, BUDGET_BATCH = "p99", 1  # the latency budget is a tail-latency promise at batch 1
 
@@ -57,23 +62,24 @@ def load_run(run_dir: Path) -> dict[str, Any]:
     return manifest
 
 
-def make_bundle(run_dir: str | Path, target_name: str, dist: str | Path) -> dict[str, Any]:
-    """Assemble the bundle for `target_name` from `run_dir` into `dist`, atomically.
+def make_bundle(run_dir: str | Path, target: Target, dist: str | Path) -> dict[str, Any]:
+    """Assemble the bundle for `target` from `run_dir` into `dist`, atomically.
 
     Args:
         run_dir: the pipeline run folder.
-        target_name: a target name or file; must be the target the run was made for.
+        target: the loaded Target; must be the target the run was made for.
         dist: the bundle folder to create or replace (only an earlier bundle or an empty folder is replaced).
     Returns:
         The bundle manifest (also written to DIST/manifest.json).
+    Raises:
+        UserError: an unfinished or changed run, a run for another target, a DIST that is not a bundle.
     """
     run_dir, dist = Path(run_dir), Path(dist)
-    target = load_target(target_name)
     run = load_run(run_dir)
-    if run.get("target") is not None and _target_name(run["target"]) != target.name:
+    if run.get("target") is not None and run["target"] != target.name:
         raise UserError(f"run {run_dir} was made for target {run['target']!r}, not {target.name!r}: its INT8 scheme "
                         f"and build settings belong to that target (rerun with --target {target.name})")
-    _check_replaceable(dist)
+    check_dist(dist)
     dist.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{dist.name}.new-", dir=dist.parent))
     try:
@@ -85,37 +91,25 @@ def make_bundle(run_dir: str | Path, target_name: str, dist: str | Path) -> dict
     return manifest
 
 
-def _target_name(name: str) -> str:
-    """The canonical name of a target as the run recorded it (`jetson` -> `jetson-orin-nano`)."""
-    try:
-        return load_target(name).name
-    except UserError:
-        return name
-
-
 def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> dict[str, Any]:
     final = run["final"]
     model_src = run_dir / final["path"]
-    if target.runtime == "tensorrt":
-        recipe.check_qdq_for_tensorrt(model_src)
+    backend = backend_for(target)
+    backend.check_model(model_src)
     shutil.copyfile(model_src, out / MODEL_NAME)
-    shutil.copyfile(DEVICE_DIR / "device_runner.py", out / "device_runner.py")
-    for name in ("device_facts.py", "device_sessions.py"):
-        shutil.copyfile(DEVICE_DIR / name, out / name)
+    for name, src in DEVICE_FILES:
+        ship_standalone(src, out / name)
     for name in ("report.md", "report.png"):  # the report and the plot it shows
         if (run_dir / name).is_file():
             shutil.copyfile(run_dir / name, out / name)
     eval_info = _copy_eval(run_dir / final.get("eval_data", "data/eval.npz"), out / "eval.npz")
-    batches = sorted({b for b in target.benchmark_batches if target.profile.min_batch <= b <= target.profile.max_batch}
-                     or {target.profile.opt_batch})
-    if BUDGET_BATCH not in batches and target.profile.min_batch <= BUDGET_BATCH:
-        batches.insert(0, BUDGET_BATCH)
     manifest: dict[str, Any] = {
         "format": BUNDLE_FORMAT,
         "edgepipe_version": __version__,
         "created_utc": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "target": target.model_dump(mode="json"),
-        "runtime": target.runtime,
+        "target_alias": target.alias,
+        "runtime": backend.device_module,
         "model": MODEL_NAME,
         "input": final["input"],
         "output": final.get("output"),
@@ -129,15 +123,16 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         "expected": {"accuracy": final.get("accuracy"), "host_latency_ms": final.get("latency_ms"),
                      "host_runtime": final.get("runtime")},
         "latency_budget": {"ms": target.latency_budget_ms, "percentile": BUDGET_PERCENTILE, "batch": BUDGET_BATCH},
-        "benchmark": {"batches": batches, "warmup": 20, "runs": 200},
+        "benchmark": {"batches": _device_batches(target), "warmup": 20, "runs": 200},
         "eval": eval_info,
         "versions": dict(run.get("versions", {}), edgepipe=__version__),
         "source_run": {"dir": str(run_dir.resolve()), "manifest_sha256": sha256_file(run_dir / "manifest.json"),
                        "model_sha256": final.get("sha256")},
     }
-    if target.runtime == "tensorrt":
-        manifest["build"] = _tensorrt_recipe(target, final["input"], out)
-    write_text(out / "README.md", _readme(manifest))
+    build = backend.bundle(target, final["input"], out)
+    if build is not None:
+        manifest["build"] = build
+    write_text(out / "README.md", _readme(manifest, backend))
     manifest["files"] = {
         p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
         for p in sorted(out.rglob("*")) if p.is_file() and p.name != "manifest.json"
@@ -150,30 +145,13 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
     return manifest
 
 
-def _tensorrt_recipe(target: Target, input_spec: dict[str, Any], out: Path) -> dict[str, Any]:
-    """Copy the builder (with its planning module) and runner verbatim, write build_trtexec.sh; return the
-    manifest's `build` section."""
-    spec = target.tensorrt
-    for src, name in ((PIPELINE_DIR / "build" / "trt_builder.py", "trt_builder.py"),
-                      (PIPELINE_DIR / "build" / "trt_plan.py", "trt_plan.py"),
-                      (PIPELINE_DIR / "runtimes" / "trt.py", "trt_runner.py")):
-        recipe.check_standalone(src)
-        shutil.copyfile(src, out / name)
-    argv = recipe.trtexec_argv(target, MODEL_NAME, input_spec, dla=spec.use_dla)
-    dla_argv = recipe.trtexec_argv(target, MODEL_NAME, input_spec, dla=True) if spec.dla_cores > 0 else None
-    script = out / "build_trtexec.sh"
-    write_text(script, recipe.build_script(target, argv, dla_argv))
-    script.chmod(0o755)
-    return {
-        "engine": recipe.ENGINE_NAME, "report": recipe.BUILD_REPORT,
-        "python_builder": "trt_builder.py",
-        "python_args": recipe.builder_args(target, MODEL_NAME, input_spec, dla=spec.use_dla)
-        + (["--dla-core", str(spec.dla_core)] if spec.use_dla else []),
-        "python_args_dla": recipe.builder_args(target, MODEL_NAME, input_spec, dla=True) if dla_argv else None,
-        "trtexec_script": "build_trtexec.sh", "trtexec_argv": argv, "trtexec_argv_dla": dla_argv,
-        "dla_core": spec.dla_core if spec.use_dla else -1, "dla_cores": spec.dla_cores, "dla_batch": target.profile.opt_batch,
-        "tensorrt_version": spec.tensorrt_version, "jetpack": spec.jetpack,
-    }
+def _device_batches(target: Target) -> list[int]:
+    """The batch sizes the device benchmarks: the target's within its profile, and the budget's batch."""
+    p = target.profile
+    batches = sorted({b for b in target.benchmark_batches if p.min_batch <= b <= p.max_batch} or {p.opt_batch})
+    if BUDGET_BATCH not in batches and p.min_batch <= BUDGET_BATCH:
+        batches.insert(0, BUDGET_BATCH)
+    return batches
 
 
 def _copy_eval(src: Path, dest: Path) -> dict[str, Any] | None:
@@ -195,36 +173,40 @@ def _copy_eval(src: Path, dest: Path) -> dict[str, Any] | None:
     return {"path": "eval.npz", "samples": int(n), "of": int(n_all)}
 
 
-def _readme(manifest: dict[str, Any]) -> str:
+def _readme(manifest: dict[str, Any], backend: Backend) -> str:
     template = Template((DEVICE_DIR / "bundle_readme.md").read_text(encoding="utf-8"))
     t = manifest["target"]
-    tensorrt = manifest["runtime"] == "tensorrt"
     budget = manifest["latency_budget"]
-    build = manifest.get("build") or {}
+    build = manifest.get("build")
     return template.substitute(
         target=t["name"], description=t.get("description") or t["name"], runtime=manifest["runtime"],
-        requirements=("numpy, TensorRT's Python bindings (JetPack) and cuda-python or pycuda (for trt_runner.py's "
-                      "device buffers)") if tensorrt else "numpy and onnxruntime",
-        accuracy=manifest["expected"]["accuracy"],
+        requirements=backend.readme_requirements, accuracy=manifest["expected"]["accuracy"],
         budget=f"{budget['ms']} ms ({budget['percentile']} at batch {budget['batch']})" if budget["ms"] else "none",
-        build_step=(f"The runner builds `{build['engine']}` first (our Python builder when TensorRT's Python "
-                    "bindings are installed, else `sh build_trtexec.sh`; `DLA_CORE=0 sh build_trtexec.sh` builds "
-                    "for DLA core 0 with GPU fallback).") if tensorrt and build.get("dla_cores") else
-                   (f"The runner builds `{build['engine']}` first (our Python builder when TensorRT's Python "
-                    "bindings are installed, else `sh build_trtexec.sh`).") if tensorrt else
-                   "No build step: ONNX Runtime runs the ONNX directly.",
-        trtexec=" ".join(build.get("trtexec_argv", [])) or "(not a TensorRT target)",
+        build_step=backend.readme_build_step(build),
+        trtexec=" ".join((build or {}).get("trtexec_argv", [])) or "(not a TensorRT target)",
     )
 
 
-def _check_replaceable(dist: Path) -> None:
-    # Never delete a folder we did not make: `--dist ~` must not wipe a home directory.
+def check_dist(dist: Path) -> None:
+    """Refuse a --dist that is a file, or a folder that is neither empty nor an earlier bundle.
+
+    Never delete a folder we did not make: `--dist ~` must not wipe a home directory.
+
+    Args:
+        dist: the bundle folder.
+    Raises:
+        UserError: naming the path.
+    """
     if not dist.exists():
+        if any(p.exists() and not p.is_dir() for p in dist.parents):
+            raise UserError(f"--dist {dist}: a part of this path is a file, not a folder")
         return
-    if dist.is_dir() and not any(dist.iterdir()):
+    if not dist.is_dir():
+        raise UserError(f"--dist {dist} is a file; give a folder (new, empty, or an earlier bundle)")
+    if not any(dist.iterdir()):
         return
     m = dist / "manifest.json"
-    if dist.is_dir() and m.is_file():
+    if m.is_file():
         try:
             if read_json(m).get("format") == BUNDLE_FORMAT:
                 return

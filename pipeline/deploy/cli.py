@@ -24,15 +24,15 @@ from pipeline.fileio import read_json, sha256_file, write_json
 
 def register(subparsers: Any) -> None:
     """Add the `deploy` subcommand."""
-    p = subparsers.add_parser("deploy", help="make the deploy bundle dist/<target>/ and optionally run it on a device over SSH",
-                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p = subparsers.add_parser("deploy", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter,
+                              help="make the deploy bundle dist/<target>/ and optionally run it on a device over SSH")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--config", help="pipeline config: run the pipeline first (cached stages are reused)")
     src.add_argument("--run", help="an existing run directory: bundle it without rerunning the pipeline")
     src.add_argument("--bundle", help="an existing bundle: ship it to --device as it is")
     p.add_argument("--target", help="target name or file (e.g. cpu, arm64-cpu, jetson)")
-    p.add_argument("--out", help="run directory for --config (default: runs/<target>)")
-    p.add_argument("--dist", help="bundle folder to write (default: dist/<target>)")
+    p.add_argument("--out", help="run directory for --config (default: runs/<target's canonical name>)")
+    p.add_argument("--dist", help="bundle folder to write (default: dist/<target's canonical name>)")
     p.add_argument("--force", action="store_true", help="rerun every pipeline stage")
     ssh = p.add_argument_group("device over SSH")
     ssh.add_argument("--device", help="user@host: copy, verify, build and benchmark the bundle there")
@@ -41,8 +41,10 @@ def register(subparsers: Any) -> None:
     ssh.add_argument("--known-hosts", help="known_hosts file to verify the device's host key against")
     ssh.add_argument("--accept-new-host-key", action="store_true",
                      help="trust an unknown host key on first connection (StrictHostKeyChecking=accept-new)")
-    ssh.add_argument("--remote-dir", help="bundle folder on the device (default: edgepipe/<target>, under the remote home)")
-    ssh.add_argument("--remote-python", default="python3", help="Python on the device (with numpy + onnxruntime or TensorRT)")
+    ssh.add_argument("--remote-dir",
+                     help="bundle folder on the device (default: edgepipe/<target>, under the remote home)")
+    ssh.add_argument("--remote-python", default="python3",
+                     help="Python on the device (with numpy + onnxruntime or TensorRT)")
     ssh.add_argument("--runs", type=int, default=200, help="timed runs per batch size on the device (>= 200)")
     ssh.add_argument("--no-accuracy", action="store_true", help="skip the accuracy pass on the device")
     ssh.add_argument("--dla-core", type=int, help="TensorRT targets with DLA (AGX Orin, Orin NX): build and run on "
@@ -67,38 +69,37 @@ def _ssh_target(args: argparse.Namespace) -> Any:
                      accept_new_host_key=args.accept_new_host_key)
 
 
-def _check_dla(args: argparse.Namespace, target: dict[str, Any]) -> None:
+def _check_dla(args: argparse.Namespace, target_name: str, dla_cores: int) -> None:
+    """Refuse --dla-core without --device, or naming a core the target does not have."""
     if args.dla_core is None:
         return
     if args.device is None:
         raise UserError("--dla-core applies to the run on the device: give --device user@host too "
                         "(or run device_runner.py --dla-core N there)")
-    cores = (target.get("tensorrt") or {}).get("dla_cores", 0)
-    if not 0 <= args.dla_core < cores:
-        raise UserError(f"--dla-core {args.dla_core}: target {target['name']} has {cores} DLA cores "
-                        f"(allowed: {', '.join(map(str, range(cores))) or 'none, omit --dla-core'})")
+    if not 0 <= args.dla_core < dla_cores:
+        raise UserError(f"--dla-core {args.dla_core}: target {target_name} has {dla_cores} DLA cores "
+                        f"(allowed: {', '.join(map(str, range(dla_cores))) or 'none, omit --dla-core'})")
 
 
 def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | None]:
-    """Run the pipeline if asked, then bundle; returns (bundle dir, bundle manifest, run dir)."""
-    from pipeline.deploy.bundle import make_bundle
+    """Load the target once, run the pipeline if asked, then bundle; returns (bundle dir, manifest, run dir)."""
+    from pipeline.deploy.bundle import check_dist, make_bundle
     from pipeline.targets import load_target
 
     if not args.target:
         raise UserError("--target is required with --config/--run (e.g. --target cpu, arm64-cpu, jetson)")
     target = load_target(args.target)
-    _check_dla(args, target.model_dump(mode="json"))  # before the pipeline spends minutes
-    dist = Path(args.dist or f"dist/{args.target}")
+    _check_dla(args, target.name, target.tensorrt.dla_cores if target.tensorrt else 0)  # before minutes of work
+    dist = Path(args.dist or f"dist/{target.name}")
+    check_dist(dist)
     if args.config:
-        run_dir = Path(args.out or f"runs/{args.target}")
-        try:
-            from pipeline.runner import run_pipeline
-        except ImportError as e:
-            raise UserError(f"the pipeline runner is not available in this install ({e}); use --run DIR") from None
-        run_pipeline(args.config, target=args.target, out_dir=str(run_dir), force=args.force)
+        from pipeline.run_loop import run_pipeline
+
+        run_dir = Path(args.out or f"runs/{target.name}")
+        run_pipeline(args.config, target=target, out_dir=run_dir, force=args.force)
     else:
         run_dir = Path(args.run)
-    return dist, make_bundle(run_dir, args.target, dist), str(run_dir)
+    return dist, make_bundle(run_dir, target, dist), str(run_dir)
 
 
 def finish_instructions(dist: Path, manifest: dict[str, Any]) -> str:
@@ -111,7 +112,8 @@ def finish_instructions(dist: Path, manifest: dict[str, Any]) -> str:
         f"  ssh user@device mkdir -p {q(remote)}",
         f"  scp -r {q(str(dist))}/. user@device:{q(remote)}/",
         f"  ssh user@device {q(f'cd {q(remote)} && python3 device_runner.py --out results.json')}",
-        f"  mkdir -p {q(str(dist / 'results'))} && scp user@device:{q(remote)}/results.json {q(str(dist / 'results'))}/",
+        f"  mkdir -p {q(str(dist / 'results'))} && "
+        f"scp user@device:{q(remote)}/results.json {q(str(dist / 'results'))}/",
     ]
     if (manifest.get("build") or {}).get("dla_cores"):
         lines.append("  (on a DLA core with GPU fallback: python3 device_runner.py --dla-core 0 --out results.json)")
@@ -135,7 +137,7 @@ def main(args: argparse.Namespace) -> int:
         manifest = read_json(dist / "manifest.json", "bundle manifest")
         if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
             raise UserError(f"--bundle {dist}: manifest.json is not an edgepipe bundle manifest ({BUNDLE_FORMAT})")
-        _check_dla(args, manifest["target"])
+        _check_dla(args, manifest["target"]["name"], (manifest["target"].get("tensorrt") or {}).get("dla_cores", 0))
         if args.target and load_target(args.target).name != manifest["target"]["name"]:
             raise UserError(f"--bundle {dist} is for target {manifest['target']['name']!r}, not {args.target!r}")
         if ssh_target is None:

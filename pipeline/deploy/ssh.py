@@ -58,7 +58,8 @@ def parse_destination(dest: str) -> str:
 def check_remote_path(path: str, what: str = "--remote-dir") -> str:
     """A remote path: non-empty, no newline/NUL, not starting with '-'; relative paths are under the remote home."""
     if not path or "\n" in path or "\x00" in path or path.startswith("-"):
-        raise UserError(f"{what} {path!r} is not usable (allowed: a path without newlines that does not start with '-')")
+        raise UserError(f"{what} {path!r} is not usable "
+                        "(allowed: a path without newlines that does not start with '-')")
     return path
 
 
@@ -83,12 +84,14 @@ def remote_command(*argvs: list[str]) -> str:
     return " && ".join(shlex.join([str(a) for a in argv]) for argv in argvs)
 
 
-def run_remote(t: SshTarget, *argvs: list[str], stdin: bytes | None = None, timeout: float = 3600) -> subprocess.CompletedProcess:
+def run_remote(t: SshTarget, *argvs: list[str], stdin: bytes | None = None,
+               timeout: float = 3600) -> subprocess.CompletedProcess:
     """Run commands on the device; ssh's own failures (exit 255) become a UserError explaining them."""
     try:
         proc = subprocess.run(ssh_argv(t, remote_command(*argvs)), input=stdin, capture_output=True, timeout=timeout)
     except FileNotFoundError:
-        raise UserError("the OpenSSH client 'ssh' is not installed on this machine (apt-get install openssh-client)") from None
+        raise UserError("the OpenSSH client 'ssh' is not installed on this machine "
+                        "(apt-get install openssh-client)") from None
     except subprocess.TimeoutExpired:
         raise UserError(f"the command on {t.destination} did not finish within {timeout:.0f} s") from None
     if proc.returncode == 255:
@@ -170,7 +173,7 @@ def deploy(t: SshTarget, bundle: Path, manifest_sha256: str, remote_dir: str, re
     results_dir.mkdir(parents=True, exist_ok=True)
     out = {"results": None, "results_path": None, "build_log_path": None, "remote_dir": rd, "machine": machine,
            "runner_stdout": _tail(proc.stdout)}
-    if manifest["runtime"] == "tensorrt":  # bring the build log back even when the build failed
+    if manifest.get("build"):  # the device built an engine: bring the build log back even when that failed
         log = run_remote(t, ["cat", "--", log_remote])
         if log.returncode == 0:
             out["build_log_path"] = write_bytes(results_dir / "build.log", log.stdout)

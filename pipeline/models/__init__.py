@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
+from pipeline.safeload import load_weights as load_weights  # re-exported: callers import it from here
 
 BUILTINS = {
     "resnet_teacher": ("pipeline.models.resnet", "make_resnet_teacher"),
@@ -74,43 +75,11 @@ def _import_factory_module(mod_name: str, base: Path, factory: str, role: str) -
                 spec.loader.exec_module(mod)
             except Exception as e:
                 del sys.modules[unique]
-                raise UserError(f"{role}.factory = {factory!r}: importing {cand} failed: {type(e).__name__}: {e}") from None
+                raise UserError(
+                    f"{role}.factory = {factory!r}: importing {cand} failed: {type(e).__name__}: {e}") from None
             return mod
     try:
         return importlib.import_module(mod_name)
     except ImportError as e:
         raise UserError(f"{role}.factory = {factory!r}: cannot import module {mod_name!r} ({e})") from None
 
-
-def load_weights(model: Any, path: Path, role: str) -> None:
-    """Load a state_dict into `model` safely (safetensors, or torch.load with weights_only=True).
-
-    Raises:
-        UserError: missing/corrupt file or keys/shapes that do not fit the model.
-    """
-    import torch
-
-    if not path.is_file():
-        raise UserError(f"{role}.weights file not found: {path}")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        else:
-            state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"{role}.weights: cannot read {path} as a state_dict: {e}") from None
-    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
-        state = state["state_dict"]
-    if not isinstance(state, dict):
-        raise UserError(f"{role}.weights: {path} holds a {type(state).__name__}, not a state_dict")
-    try:
-        model.load_state_dict(state)
-    except RuntimeError as e:
-        raise UserError(f"{role}.weights {path} do not fit the {role} model: {str(e).splitlines()[0]}") from None
-
-
-def count_params(model: Any) -> int:
-    """Number of parameters."""
-    return int(sum(p.numel() for p in model.parameters()))

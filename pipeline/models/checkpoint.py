@@ -3,7 +3,7 @@
 A pruned model no longer matches its factory's shapes, so besides the state_dict we record the
 shape attributes pruning changes (channels, features, groups) per module. Loading builds the model
 from its factory, applies those attributes, resizes parameters to the saved shapes and loads the
-weights strictly. Nothing here unpickles code.
+weights strictly. Nothing here unpickles code: files are read by `pipeline.safeload`.
 """
 
 from __future__ import annotations
@@ -13,6 +13,7 @@ from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_path
+from pipeline.safeload import read_tensors
 
 FORMAT = "edgepipe-checkpoint-v1"
 # Module attributes that structured pruning changes (torch.nn Conv/Linear/Norm/PReLU/Embedding).
@@ -65,10 +66,7 @@ def load_checkpoint(model: Any, path: Path) -> Any:
     """
     import torch
 
-    try:
-        ckpt = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:
-        raise UserError(f"cannot read checkpoint {path}: {e}") from None
+    ckpt = read_tensors(Path(path), "checkpoint")
     if not isinstance(ckpt, dict) or ckpt.get("format") != FORMAT:
         raise UserError(f"{path} is not an edgepipe checkpoint (format {FORMAT})")
     modules = dict(model.named_modules())

@@ -35,7 +35,7 @@ class ResNetTeacher(nn.Module):
             nn.Conv2d(in_channels, chans[0], 3, 1, 1, bias=False), nn.BatchNorm2d(chans[0]), nn.ReLU(inplace=True)
         )
         layers, cin = [], chans[0]
-        for i, (cout, n) in enumerate(zip(chans, blocks)):
+        for i, (cout, n) in enumerate(zip(chans, blocks, strict=True)):
             for j in range(n):
                 layers.append(BasicBlock(cin, cout, 2 if (i > 0 and j == 0) else 1))
                 cin = cout

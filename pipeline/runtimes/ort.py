@@ -1,19 +1,53 @@
-"""ONNX Runtime runner: CPU and whatever execution providers this onnxruntime build offers.
+"""ONNX Runtime: CPU and whatever execution providers this onnxruntime build offers.
 
-`RunnerOptions.providers` asks for providers (in priority order); those present are used and the
+`RuntimeOptions.providers` asks for providers (in priority order); those present are used and the
 others are reported in `describe()["providers_missing"]`. Without a request, every available local
 provider is used except TensorRT's (it builds an engine on the first run: ask for it explicitly) and
 Azure's (a remote endpoint, not a local device).
+
+Also copied verbatim into deploy bundles as `ort_runtime.py` and run ON the device (Python >= 3.8,
+numpy, onnxruntime; no `pipeline` package), so it imports only the standard library at top level and
+falls back to local definitions of the protocol types.
 """
 
 from __future__ import annotations
 
 import os
 from pathlib import Path
-from typing import Any
+from typing import Any, Dict, List, Optional, Union
 
-from pipeline.errors import UserError
-from pipeline.runtimes.base import RunnerOptions, TensorSpec
+try:
+    from pipeline.runtimes.base import RuntimeFailure, RuntimeOptions, TensorSpec
+except ImportError:  # on the device, outside the pipeline package
+    from dataclasses import dataclass
+
+    class RuntimeFailure(Exception):  # type: ignore[no-redef]
+        """ONNX Runtime cannot load or run the model here (the device runner prints it in one line)."""
+
+        exit_code = 2
+
+    @dataclass(frozen=True)
+    class TensorSpec:  # type: ignore[no-redef]
+        """A model input or output: name, shape (None for a dynamic dimension) and numpy dtype name."""
+
+        name: str
+        shape: tuple
+        dtype: str
+
+    @dataclass(frozen=True)
+    class RuntimeOptions:  # type: ignore[no-redef]
+        """The fields of pipeline.runtimes.base.RuntimeOptions (validated here by OrtRuntime.open)."""
+
+        threads: Optional[int] = None
+        providers: Optional[tuple] = None
+        device: str = "cpu"
+        graph_optimization_level: str = "all"
+        shared_thread_pool: bool = False
+        transfers: str = "included"
+        dla_core: Optional[int] = None
+        weights: Optional[str] = None
+        input_shape: Optional[tuple] = None
+
 
 # ONNX element type names as onnxruntime reports them -> numpy dtype names
 _ORT_TYPES = {
@@ -28,13 +62,15 @@ _ORT_TYPES = {
     "tensor(bool)": "bool",
 }
 _NOT_BY_DEFAULT = ("TensorrtExecutionProvider", "AzureExecutionProvider")
-_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider", "MIGraphXExecutionProvider")
+_GPU_PROVIDERS = ("CUDAExecutionProvider", "TensorrtExecutionProvider", "ROCMExecutionProvider",
+                  "MIGraphXExecutionProvider")
+_LEVELS = {"disable": "ORT_DISABLE_ALL", "basic": "ORT_ENABLE_BASIC", "extended": "ORT_ENABLE_EXTENDED",
+           "all": "ORT_ENABLE_ALL"}
+
+_GLOBAL_POOL: Dict[str, Any] = {}
 
 
-_GLOBAL_POOL: dict[str, Any] = {}
-
-
-def _global_pool(threads: int | None) -> bool:
+def _global_pool(threads: Optional[int]) -> bool:
     """Set up ONNX Runtime's process-wide thread pool once; False when this build cannot."""
     if "ok" not in _GLOBAL_POOL:
         try:
@@ -47,81 +83,95 @@ def _global_pool(threads: int | None) -> bool:
     return bool(_GLOBAL_POOL["ok"])
 
 
-class OrtRunner:
-    """open -> infer* -> close over an `onnxruntime.InferenceSession`."""
+def _import_ort() -> Any:
+    try:
+        import onnxruntime
+    except ImportError as e:
+        raise RuntimeFailure("onnxruntime is not installed here (%s): pip install onnxruntime" % e) from None
+    return onnxruntime
+
+
+class OrtRuntime:
+    """open -> infer* -> close (or `with OrtRuntime(...) as rt:`) over an `onnxruntime.InferenceSession`."""
 
     runtime = "onnxruntime"
+    supports_trtexec = False
 
-    def __init__(self, model_path: str | os.PathLike, options: RunnerOptions | None = None):
+    def __init__(self, model_path: Union[str, os.PathLike], options: Optional[RuntimeOptions] = None) -> None:
         """Args:
         model_path: the .onnx file.
-        options: threads (-> intra_op_num_threads), providers, and in `extra`:
-            `graph_optimization_level` ("disable", "basic", "extended", "all"; default "all");
-            `shared_thread_pool` (bool): use the process-wide intra-op pool instead of one per session.
-            Interleaved benchmarks need it: with a pool per session, the idle-spinning workers of the
-            other sessions steal the cores (measured on 2 cores: teacher p90 9.2 ms interleaved with
-            per-session pools, 1.15 ms with the shared pool, 1.18 ms alone). Once set, every later
-            session in the process must use it (ONNX Runtime's rule), so use it only in a process
-            of its own: `pipeline.bench.isolated` does that.
+        options: threads (-> intra_op_num_threads), providers, graph_optimization_level ("disable",
+            "basic", "extended", "all"; default "all"), and shared_thread_pool: use the process-wide
+            intra-op pool instead of one per session. Interleaved benchmarks need it: with a pool per
+            session, the idle-spinning workers of the other sessions steal the cores (measured on 2 cores:
+            teacher p90 9.2 ms interleaved with per-session pools, 1.15 ms with the shared pool, 1.18 ms
+            alone). Once set, every later session in the process must use it (ONNX Runtime's rule), so
+            use it only in a process of its own: `pipeline.bench.isolated` does that.
         """
         self.model_path = Path(model_path)
-        self.options = options or RunnerOptions()
-        self._session = None
+        self.options = options or RuntimeOptions()
+        self._session: Any = None
         self._shared_pool = False
-        self._missing: list[str] = []
+        self._missing: List[str] = []
+
+    def __enter__(self) -> OrtRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def open(self) -> None:
-        """Create the session; a missing or invalid model file is a UserError naming the path."""
-        import onnxruntime as ort
+        """Create the session.
 
+        Raises:
+            RuntimeFailure: no onnxruntime, a missing or invalid model file, a bad option, no provider asked
+                for is available.
+        """
+        ort = _import_ort()
         if not self.model_path.is_file():
-            raise UserError(f"ONNX model not found: {self.model_path}")
+            raise RuntimeFailure("ONNX model not found: %s" % self.model_path)
         so = ort.SessionOptions()
-        if self.options.threads is not None:
-            if int(self.options.threads) < 1:
-                raise UserError(f"threads = {self.options.threads}: must be >= 1")
-            so.intra_op_num_threads = int(self.options.threads)
-        if self.options.extra.get("shared_thread_pool"):
-            _global_pool(self.options.threads)
+        threads = self.options.threads
+        if threads is not None:
+            if int(threads) < 1:
+                raise RuntimeFailure("threads = %s: must be >= 1" % threads)
+            so.intra_op_num_threads = int(threads)
+        if self.options.shared_thread_pool:
+            _global_pool(threads)
         self._shared_pool = bool(_GLOBAL_POOL.get("ok"))
         if self._shared_pool:  # ONNX Runtime refuses per-session pools once the global one exists
             so.use_per_session_threads = False
-        level = self.options.extra.get("graph_optimization_level", "all")
-        levels = {
-            "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
-            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC,
-            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-            "all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-        }
-        if level not in levels:
-            raise UserError(f"graph_optimization_level = {level!r} (allowed: {', '.join(levels)})")
-        so.graph_optimization_level = levels[level]
+        level = self.options.graph_optimization_level
+        if level not in _LEVELS:
+            raise RuntimeFailure("graph_optimization_level = %r (allowed: %s)" % (level, ", ".join(_LEVELS)))
+        so.graph_optimization_level = getattr(ort.GraphOptimizationLevel, _LEVELS[level])
         providers = self._choose_providers(ort.get_available_providers())
         try:
             self._session = ort.InferenceSession(str(self.model_path), sess_options=so, providers=providers)
         except Exception as e:  # onnxruntime raises its own Fail/InvalidGraph/... classes
-            raise UserError(f"onnxruntime could not load {self.model_path}: {e}") from None
+            raise RuntimeFailure("onnxruntime could not load %s: %s" % (self.model_path, e)) from None
 
-    def _choose_providers(self, available: list[str]) -> list[str]:
-        asked = self.options.providers
+    def _choose_providers(self, available: List[str]) -> List[str]:
+        asked = list(self.options.providers or [])
         if not asked:
             chosen = [p for p in available if p not in _NOT_BY_DEFAULT]
             return chosen or ["CPUExecutionProvider"]
         chosen = [p for p in asked if p in available]
         self._missing = [p for p in asked if p not in available]
         if not chosen:
-            raise UserError(
-                f"providers = {asked}: none is available in this onnxruntime build "
-                f"(available: {', '.join(available)})"
+            raise RuntimeFailure(
+                "providers = %s: none is available in this onnxruntime build (available: %s)"
+                % (asked, ", ".join(available))
             )
         return chosen
 
-    def _sess(self):
+    def _sess(self) -> Any:
         if self._session is None:
-            raise RuntimeError("OrtRunner used before open()")
+            raise RuntimeFailure("OrtRuntime used before open() (use `with OrtRuntime(...) as rt:`)")
         return self._session
 
-    def inputs(self) -> list[TensorSpec]:
+    def inputs(self) -> List[TensorSpec]:
         """Model inputs; a dynamic dimension (symbolic name or unknown) is None."""
         specs = []
         for i in self._sess().get_inputs():
@@ -129,7 +179,7 @@ class OrtRunner:
             specs.append(TensorSpec(i.name, shape, _ORT_TYPES.get(i.type, i.type)))
         return specs
 
-    def infer(self, feeds: dict[str, Any]) -> list[Any]:
+    def infer(self, feeds: Dict[str, Any]) -> List[Any]:
         """One `session.run` over all outputs (nothing else: the harness times this call)."""
         return self._sess().run(None, feeds)
 
@@ -137,10 +187,9 @@ class OrtRunner:
         """Drop the session (onnxruntime frees it when the last reference goes)."""
         self._session = None
 
-    def describe(self) -> dict[str, Any]:
+    def describe(self) -> Dict[str, Any]:
         """Runtime version, providers in use, threads and whether timing includes copies."""
-        import onnxruntime as ort
-
+        ort = _import_ort()
         used = self._session.get_providers() if self._session is not None else []
         on_gpu = any(p in _GPU_PROVIDERS for p in used)
         return {
@@ -150,8 +199,8 @@ class OrtRunner:
             "providers": used,
             "providers_missing": self._missing,
             "threads": self.options.threads,
-            "thread_pool": "shared" if getattr(self, "_shared_pool", False) else "per-session",
-            "graph_optimization_level": self.options.extra.get("graph_optimization_level", "all"),
+            "thread_pool": "shared" if self._shared_pool else "per-session",
+            "graph_optimization_level": self.options.graph_optimization_level,
             # numpy in, numpy out: with a GPU provider the copies happen inside session.run
             "transfers": "included" if on_gpu else "n/a",
         }

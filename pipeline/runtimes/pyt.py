@@ -1,4 +1,4 @@
-"""PyTorch runner: a `torch.export` .pt2 file or a `module:function` factory (plus optional weights).
+"""PyTorch: a `torch.export` .pt2 file or a `module:function` factory (plus optional weights).
 
 With `device="cuda"` (and CUDA available) each infer is also timed with CUDA events around the
 forward pass; `last_device_ms` holds that time (it excludes the host<->device copies, which the
@@ -10,10 +10,11 @@ from __future__ import annotations
 import importlib
 import os
 from pathlib import Path
-from typing import Any, Optional
+from typing import Any
 
 from pipeline.errors import UserError
-from pipeline.runtimes.base import RunnerOptions, TensorSpec
+from pipeline.runtimes.base import RuntimeFailure, RuntimeOptions, TensorSpec
+from pipeline.safeload import load_weights
 
 _TORCH_TO_NP = {
     "torch.float32": "float32",
@@ -27,48 +28,66 @@ _TORCH_TO_NP = {
 }
 
 
-class TorchRunner:
-    """open -> infer* -> close over a torch module in eval / inference mode."""
+class TorchRuntime:
+    """open -> infer* -> close (or `with TorchRuntime(...) as rt:`) over a torch module in eval mode."""
 
     runtime = "pytorch"
+    supports_trtexec = False
 
-    def __init__(self, model: str | os.PathLike, options: RunnerOptions | None = None):
+    def __init__(self, model: str | os.PathLike, options: RuntimeOptions | None = None):
         """Args:
         model: a `.pt2` file saved with `torch.export.save`, or `package.module:function` returning
             an `nn.Module` (called with no arguments).
-        options: threads (torch.set_num_threads), device ("cpu" or "cuda"), and in `extra`:
-            `weights` (a .safetensors file or a state dict loaded with torch.load(weights_only=True)),
-            `input_shape` (tuple, for a factory model whose inputs cannot be read from a graph).
+        options: threads (torch.set_num_threads), device ("cpu", "cuda", "cuda:N"), and for a factory
+            model `weights` (a .safetensors file or a state dict loaded with torch.load(weights_only=True))
+            and `input_shape` (its inputs cannot be read from a graph).
         """
         self.model = str(model)
-        self.options = options or RunnerOptions()
+        self.options = options or RuntimeOptions()
         self._module = None
         self._specs: list[TensorSpec] = []
         self._device = "cpu"
-        self.last_device_ms: Optional[float] = None
+        self.last_device_ms: float | None = None
+
+    def __enter__(self) -> TorchRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
 
     def open(self) -> None:
-        """Load the module, move it to the device and switch it to eval mode."""
-        import torch
+        """Load the module, move it to the device and switch it to eval mode.
+
+        Raises:
+            RuntimeFailure: no torch, no CUDA for device "cuda", a missing or unreadable model or weights file.
+        """
+        try:
+            import torch
+        except ImportError as e:
+            raise RuntimeFailure(f"PyTorch is not installed here ({e})") from None
 
         if self.options.threads is not None:
             torch.set_num_threads(int(self.options.threads))
         want = (self.options.device or "cpu").lower()
         if want.startswith("cuda"):
             if not torch.cuda.is_available():
-                raise UserError(f"device = {want!r} but CUDA is not available here (allowed: cpu)")
+                raise RuntimeFailure(f"device = {want!r} but CUDA is not available here (allowed: cpu)")
             self._device = want
         elif want != "cpu":
-            raise UserError(f"device = {want!r} (allowed: cpu, cuda)")
+            raise RuntimeFailure(f"device = {want!r} (allowed: cpu, cuda)")
         if self.model.endswith(".pt2"):
             module = self._load_pt2(torch)
         elif ":" in self.model and not Path(self.model).exists():
             module = self._load_factory()
         else:
-            raise UserError(f"PyTorch model {self.model!r}: expected a .pt2 file (torch.export) or module:function")
-        weights = self.options.extra.get("weights")
-        if weights:
-            self._load_weights(module, weights)
+            raise RuntimeFailure(f"PyTorch model {self.model!r}: expected a .pt2 file (torch.export) "
+                                 "or module:function")
+        if self.options.weights:
+            try:  # safetensors, or torch.load(weights_only=True): never runs pickled code
+                load_weights(module, Path(self.options.weights), "model")
+            except UserError as e:
+                raise RuntimeFailure(str(e)) from None
         if hasattr(module, "eval") and not self.model.endswith(".pt2"):
             module.eval()
         self._module = module.to(self._device) if hasattr(module, "to") else module
@@ -76,11 +95,11 @@ class TorchRunner:
     def _load_pt2(self, torch):
         p = Path(self.model)
         if not p.is_file():
-            raise UserError(f"PyTorch model not found: {p}")
+            raise RuntimeFailure(f"PyTorch model not found: {p}")
         try:
             ep = torch.export.load(str(p))
         except Exception as e:
-            raise UserError(f"torch.export.load could not read {p}: {e}") from None
+            raise RuntimeFailure(f"torch.export.load could not read {p}: {e}") from None
         user_inputs = set(ep.graph_signature.user_inputs)
         for node in ep.graph.nodes:
             if node.op == "placeholder" and node.name in user_inputs:
@@ -95,17 +114,12 @@ class TorchRunner:
         try:
             fn = getattr(importlib.import_module(mod_name), fn_name)
         except (ImportError, AttributeError) as e:
-            raise UserError(f"PyTorch factory {self.model!r} could not be imported: {e}") from None
+            raise RuntimeFailure(f"PyTorch factory {self.model!r} could not be imported: {e}") from None
         module = fn()
-        shape = self.options.extra.get("input_shape") or getattr(module, "example_input_shape", None)
+        shape = self.options.input_shape or getattr(module, "example_input_shape", None)
         dims = tuple(shape) if shape else (None,)
         self._specs = [TensorSpec("input", dims, "float32")]
         return module
-
-    def _load_weights(self, module, weights: str) -> None:
-        from pipeline.models import load_weights  # safetensors, or torch.load(weights_only=True)
-
-        load_weights(module, Path(weights), "model")
 
     def inputs(self) -> list[TensorSpec]:
         """Inputs read from the exported graph (or `input_shape` for a factory)."""
@@ -116,7 +130,7 @@ class TorchRunner:
         import torch
 
         if self._module is None:
-            raise RuntimeError("TorchRunner used before open()")
+            raise RuntimeFailure("TorchRuntime used before open() (use `with TorchRuntime(...) as rt:`)")
         names = [s.name for s in self._specs] if self._specs else list(feeds)
         with torch.inference_mode():
             args = [torch.from_numpy(feeds[n]).to(self._device) for n in names]

@@ -1,14 +1,14 @@
-"""TensorRT runner: deserialize an engine, run it with execute_async_v3, time it with CUDA events.
+"""TensorRT: deserialize an engine, run it with execute_async_v3, time it with CUDA events.
 
-Also copied verbatim into the deploy bundle that runs ON the Jetson (Python >= 3.8, numpy, TensorRT,
-cuda-python or pycuda; no `pipeline` package), so it imports only the standard library and numpy at
-top level and falls back to local definitions of the protocol types.
+Also copied verbatim into deploy bundles as `trt_runtime.py` and run ON the Jetson (Python >= 3.8, numpy,
+TensorRT, cuda-python or pycuda; no `pipeline` package), so it imports only the standard library and numpy
+at top level and falls back to local definitions of the protocol types.
 
-Options (RunnerOptions.extra):
+Options (RuntimeOptions):
 - transfers: "included" (default) - `last_device_ms` spans host->device copies, the enqueue and the
   device->host copies; "excluded" - it spans the enqueue only (copies still happen, so outputs are real).
   describe() names the mode so reports never compare one with the other.
-- dla_core: set on the Runtime before deserializing an engine built for a DLA core.
+- dla_core: set on the TensorRT Runtime before deserializing an engine built for a DLA core.
 Device memory comes from cuda-python (cuda.bindings.runtime, or the older cuda.cudart) or pycuda,
 whichever imports; describe() says which.
 """
@@ -21,9 +21,16 @@ from typing import Any, Dict, List, Optional
 import numpy as np
 
 try:
-    from pipeline.runtimes.base import RunnerOptions, TensorSpec
+    from pipeline.runtimes.base import TRANSFER_MODES, RuntimeFailure, RuntimeOptions, TensorSpec
 except ImportError:  # on the device, outside the pipeline package
-    from dataclasses import dataclass, field
+    from dataclasses import dataclass
+
+    TRANSFER_MODES = ("included", "excluded")
+
+    class RuntimeFailure(Exception):  # type: ignore[no-redef]
+        """The engine cannot be loaded or run here (no TensorRT, no CUDA device, bad engine file or input)."""
+
+        exit_code = 2
 
     @dataclass(frozen=True)
     class TensorSpec:  # type: ignore[no-redef]
@@ -33,21 +40,19 @@ except ImportError:  # on the device, outside the pipeline package
         shape: tuple
         dtype: str
 
-    @dataclass
-    class RunnerOptions:  # type: ignore[no-redef]
-        """Options common to all runners."""
+    @dataclass(frozen=True)
+    class RuntimeOptions:  # type: ignore[no-redef]
+        """The fields of pipeline.runtimes.base.RuntimeOptions (validated here by TrtRuntime)."""
 
         threads: Optional[int] = None
-        providers: Optional[list] = None
-        device: str = "cuda"
-        extra: dict = field(default_factory=dict)
-
-
-TRANSFER_MODES = ("included", "excluded")
-
-
-class TrtRunnerError(RuntimeError):
-    """The engine cannot be loaded or run here (no TensorRT, no CUDA device, bad engine file)."""
+        providers: Optional[tuple] = None
+        device: str = "cpu"
+        graph_optimization_level: str = "all"
+        shared_thread_pool: bool = False
+        transfers: str = "included"
+        dla_core: Optional[int] = None
+        weights: Optional[str] = None
+        input_shape: Optional[tuple] = None
 
 
 class _CudaPython:
@@ -68,7 +73,7 @@ class _CudaPython:
     def _ok(self, result: Any) -> Any:
         err = result[0] if isinstance(result, tuple) else result
         if int(err) != 0:
-            raise TrtRunnerError("CUDA call failed: %s (error %d)" % (err, int(err)))
+            raise RuntimeFailure("CUDA call failed: %s (error %d)" % (err, int(err)))
         if isinstance(result, tuple):
             return result[1] if len(result) == 2 else result[1:]
         return None
@@ -117,7 +122,7 @@ class _PyCuda:
     name = "pycuda"
 
     def __init__(self) -> None:
-        import pycuda.driver as cuda  # noqa: PLC0415
+        import pycuda.driver as cuda
 
         cuda.init()
         self.cuda = cuda
@@ -168,26 +173,32 @@ def open_cuda() -> Any:
     for cls in (_CudaPython, _PyCuda):
         try:
             return cls()
-        except Exception as e:  # noqa: BLE001 - ImportError, no driver (error 35), no device
+        except Exception as e:  # ImportError, no driver (error 35), no device
             reasons.append("%s: %s" % (cls.name, e))
-    raise TrtRunnerError("no usable CUDA binding/device (" + "; ".join(reasons) + ")")
+    raise RuntimeFailure("no usable CUDA binding/device (" + "; ".join(reasons) + ")")
 
 
-class TrtRunner:
-    """Runs a serialized TensorRT engine (.engine/.plan) on the GPU (or GPU + DLA)."""
+class TrtRuntime:
+    """Runs a serialized TensorRT engine (.engine/.plan) on the GPU (or GPU + DLA); a context manager."""
 
     runtime = "tensorrt"
+    supports_trtexec = True
 
-    def __init__(self, model_path: str, options: Optional[RunnerOptions] = None) -> None:
+    def __init__(self, model_path: str, options: Optional[RuntimeOptions] = None) -> None:
+        """Args:
+        model_path: the serialized engine.
+        options: `transfers` and `dla_core` (see the module docstring); the other fields do not apply.
+        Raises:
+            RuntimeFailure: `transfers` is not one of TRANSFER_MODES.
+        """
         self.model_path = str(model_path)
-        self.options = options or RunnerOptions()
-        extra = dict(self.options.extra or {})
-        self.transfers = str(extra.get("transfers", "included"))
+        self.options = options or RuntimeOptions()
+        self.transfers = str(self.options.transfers)
         if self.transfers not in TRANSFER_MODES:
-            raise ValueError(
+            raise RuntimeFailure(
                 "transfers = %r is not allowed (allowed: %s)" % (self.transfers, ", ".join(TRANSFER_MODES))
             )
-        dla = extra.get("dla_core")
+        dla = self.options.dla_core
         self.dla_core = None if dla is None else int(dla)
         self.last_device_ms: Optional[float] = None
         self._trt: Any = None
@@ -200,23 +211,37 @@ class TrtRunner:
         self._buffers: Dict[str, Any] = {}
         self._capacity: Dict[str, int] = {}
 
+    def __enter__(self) -> TrtRuntime:
+        self.open()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
     def open(self) -> None:
         """Deserialize the engine, create the execution context, stream and events."""
         if not os.path.isfile(self.model_path):
-            raise TrtRunnerError("engine file not found: %s" % self.model_path)
+            raise RuntimeFailure("engine file not found: %s" % self.model_path)
         try:
-            import tensorrt as trt  # noqa: PLC0415
+            import tensorrt as trt
         except ImportError as e:
-            raise TrtRunnerError("TensorRT is not importable: %s" % e) from None
+            raise RuntimeFailure("TensorRT is not importable: %s" % e) from None
         self._trt = trt
         self._cuda = open_cuda()  # before TensorRT touches the device, so both share the primary context
+        try:
+            self._load(trt)
+        except BaseException:
+            self.close()  # a failed open leaves nothing allocated (`with` only closes what it opened)
+            raise
+
+    def _load(self, trt: Any) -> None:
         runtime = trt.Runtime(trt.Logger(trt.Logger.WARNING))
         if self.dla_core is not None:
             runtime.DLA_core = self.dla_core  # must precede deserialization of a DLA engine
         with open(self.model_path, "rb") as f:
             engine = runtime.deserialize_cuda_engine(f.read())
         if engine is None:
-            raise TrtRunnerError(
+            raise RuntimeFailure(
                 "TensorRT %s could not deserialize %s (built with another TensorRT version or GPU?)"
                 % (trt.__version__, self.model_path)
             )
@@ -255,17 +280,17 @@ class TrtRunner:
     def infer(self, feeds: Dict[str, Any]) -> List[np.ndarray]:
         """Copy inputs in, run once, copy outputs out; sets `last_device_ms` from CUDA events."""
         if self._context is None:
-            raise TrtRunnerError("call open() before infer()")
+            raise RuntimeFailure("call open() before infer()")
         trt, cuda, context, engine = self._trt, self._cuda, self._context, self._engine
         missing = [n for n in self._inputs if n not in feeds]
         if missing:
-            raise ValueError("missing inputs %s (engine inputs: %s)" % (missing, self._inputs))
+            raise RuntimeFailure("missing inputs %s (engine inputs: %s)" % (missing, self._inputs))
         hosts = {}
         for name in self._inputs:
             want = np.dtype(trt.nptype(engine.get_tensor_dtype(name)))
             host = np.ascontiguousarray(np.asarray(feeds[name]), dtype=want)
             if not context.set_input_shape(name, tuple(host.shape)):
-                raise ValueError("input %r shape %s is outside the engine's profile" % (name, host.shape))
+                raise RuntimeFailure("input %r shape %s is outside the engine's profile" % (name, host.shape))
             hosts[name] = host
             context.set_tensor_address(name, cuda.ptr(self._device_buffer(name, host.nbytes)))
         results = {}
@@ -281,7 +306,7 @@ class TrtRunner:
         if self.transfers == "excluded":
             cuda.record_start()
         if not context.execute_async_v3(cuda.stream_handle()):
-            raise TrtRunnerError("execute_async_v3 failed (see the TensorRT log)")
+            raise RuntimeFailure("execute_async_v3 failed (see the TensorRT log)")
         if self.transfers == "excluded":
             cuda.record_end()
         for name, out in results.items():

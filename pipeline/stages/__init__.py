@@ -1,14 +1,16 @@
 """The explicit stage registry: every stage, in order, with what it needs and its config section.
 
 Stage functions are named as "module:function" and imported when the stage runs, so listing the
-registry imports nothing heavy.
+registry imports nothing heavy. Each entry also names the stage's metrics class (`stages/metrics.py`),
+which reads a cached stage's recorded numbers back.
 """
 
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import Optional
+
+from pipeline.stages import metrics as m
 
 
 @dataclass(frozen=True)
@@ -18,54 +20,54 @@ class StageEntry:
     name: str
     func: str
     needs: tuple[str, ...]
-    config_key: Optional[str]
+    config_key: str | None
     uses_target: bool  # its output depends on the target (so a different target redoes it)
+    metrics: type = m.Metrics  # its Artifact.metrics class
     extra_config: tuple[str, ...] = ()  # other config sections it reads
     description: str = ""
-    # "module:function(target) -> dict" of environment facts its output depends on (cache key)
-    environment: Optional[str] = None
+    uses_student: bool = True  # its output depends on the student's definition
+    uses_backend_environment: bool = False  # the target backend's environment facts belong in its key
 
     def load(self):
         """Import and return the stage's `run` function."""
-        return _resolve(self.func)
+        mod, fn = self.func.split(":")
+        return getattr(importlib.import_module(mod), fn)
 
     def environment_facts(self, target) -> dict:
-        """The environment facts that belong in this stage's cache key ({} when none)."""
-        return _resolve(self.environment)(target) if self.environment else {}
+        """The environment facts that belong in this stage's cache key ({} when none).
 
+        Args:
+            target: the run's Target.
+        Returns:
+            JSON-able facts (the backend's, e.g. TensorRT version and GPU, for the build stage).
+        """
+        if not self.uses_backend_environment:
+            return {}
+        from pipeline.backends import backend_for
 
-def _resolve(ref: str):
-    mod, fn = ref.split(":")
-    return getattr(importlib.import_module(mod), fn)
+        return backend_for(target).cache_environment(target)
 
 
 STAGES: tuple[StageEntry, ...] = (
+    # the teacher's training does not depend on the student: changing the student keeps it
     StageEntry("train_teacher", "pipeline.stages.train_teacher:run", (), "train_teacher", False,
-               description="load the user's teacher, or train one"),
-    StageEntry("distill", "pipeline.stages.distill:run", ("train_teacher",), "distill", False,
+               m.TrainTeacherMetrics, uses_student=False, description="load the user's teacher, or train one"),
+    StageEntry("distill", "pipeline.stages.distill:run", ("train_teacher",), "distill", False, m.DistillMetrics,
                description="Hinton KD into the student; scratch baseline with the same budget"),
-    StageEntry("prune", "pipeline.stages.prune:run", ("train_teacher", "distill"), "prune", False, ("distill",),
-               description="Torch-Pruning structured channel pruning + KD fine-tune"),
-    StageEntry("export", "pipeline.stages.export:run", ("train_teacher", "prune"), "export", False,
+    StageEntry("prune", "pipeline.stages.prune:run", ("train_teacher", "distill"), "prune", False, m.PruneMetrics,
+               ("distill",), description="Torch-Pruning structured channel pruning + KD fine-tune"),
+    StageEntry("export", "pipeline.stages.export:run", ("train_teacher", "prune"), "export", False, m.ExportMetrics,
                description="torch -> ONNX (dynamic batch), checked, simplified, parity vs PyTorch"),
-    StageEntry("quantize", "pipeline.stages.quantize:run", ("export",), "quantize", True,
+    StageEntry("quantize", "pipeline.stages.quantize:run", ("export",), "quantize", True, m.QuantizeMetrics,
                description="static INT8 QDQ with ONNX Runtime calibration; accuracy budget"),
-    StageEntry("build", "pipeline.stages.build:run", ("export", "quantize"), None, True,
+    StageEntry("build", "pipeline.stages.build:run", ("export", "quantize"), None, True, m.BuildMetrics,
                description="TensorRT engine where TensorRT and a GPU exist; otherwise recorded as skipped",
-               environment="pipeline.stages.build:cache_environment"),
+               uses_backend_environment=True),
     StageEntry("benchmark", "pipeline.stages.benchmark:run", ("export", "quantize"), "benchmark", True,
-               description="interleaved latency of teacher, student and final model"),
+               m.BenchmarkMetrics, description="interleaved latency of teacher, student and final model"),
     StageEntry("report", "pipeline.stages.report:run",
                ("train_teacher", "distill", "prune", "export", "quantize", "build", "benchmark"), None, True,
-               description="report.md and the accuracy/latency plot"),
+               m.ReportMetrics, description="report.md and the accuracy/latency plot"),
 )
 
 STAGE_NAMES = tuple(s.name for s in STAGES)
-
-
-def stage(name: str) -> StageEntry:
-    """Look a stage up by name."""
-    for s in STAGES:
-        if s.name == name:
-            return s
-    raise KeyError(f"unknown stage {name!r} (stages: {', '.join(STAGE_NAMES)})")

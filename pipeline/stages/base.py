@@ -3,23 +3,25 @@
 A stage is a plain function `run(inputs, cfg, workdir) -> Artifact`: `inputs` carries the upstream
 artifacts and the run's context (data, target, models), `cfg` is the stage's frozen config section and
 `workdir` the stage's own folder under the run directory. Stages write files only inside `workdir`,
-atomically; the runner hashes them, caches them and records them in the manifest.
+atomically; the run loop hashes them, caches them and records them in the manifest. A stage's numbers
+are a frozen dataclass from `pipeline.stages.metrics`.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 
 @dataclass(frozen=True)
 class Artifact:
-    """A stage's result: its files (role -> path), the primary role, and its measured metrics."""
+    """A stage's result: its files (role -> path), the primary role, and its typed metrics."""
 
     files: dict[str, Path]
     primary: str
-    metrics: dict[str, Any] = field(default_factory=dict)
+    metrics: Any = None  # the stage's `pipeline.stages.metrics.Metrics` subclass (None: not measured)
     status: str = "done"  # "done", or "skipped" when the stage had nothing to do here (reason in metrics)
 
     @property

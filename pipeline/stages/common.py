@@ -67,8 +67,7 @@ def classifier_layers(model: Any, num_classes: int) -> list:
 
     last = None
     for mod in model.modules():
-        if isinstance(mod, nn.Linear) and mod.out_features == num_classes:
-            last = mod
-        elif isinstance(mod, nn.Conv2d) and mod.out_channels == num_classes:
+        linear = isinstance(mod, nn.Linear) and mod.out_features == num_classes
+        if linear or (isinstance(mod, nn.Conv2d) and mod.out_channels == num_classes):
             last = mod
     return [last] if last is not None else []

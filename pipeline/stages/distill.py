@@ -16,6 +16,7 @@ import numpy as np
 
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import labeled_subset, load_model, macs_and_params, make_model, student_train_set
+from pipeline.stages.metrics import DistillMetrics, LabelScarce
 from pipeline.training import teacher_logits_per_shift
 
 
@@ -27,7 +28,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `DistillConfig`.
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = student.pt; metrics hold KD and scratch accuracies on the held-out split.
+        Artifact with `model` = student.pt; DistillMetrics: KD and scratch accuracies on the held-out split.
     """
     from pipeline.models.checkpoint import save_checkpoint
 
@@ -35,26 +36,27 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     teacher = load_model(inputs, "teacher", inputs.artifact("train_teacher").path)
     x, y, has_label = student_train_set(inputs)
     t_logits = teacher_logits_per_shift(teacher, x)
-    files, metrics = {}, {"temperature": cfg.temperature, "alpha": cfg.alpha}
+    files = {}
 
     mask = labeled_subset(y, has_label, cfg.labeled_fraction, seed)
     student, kd_acc = _kd(inputs, cfg, x, y, mask, t_logits, "distill")
     files["model"] = save_checkpoint(student, workdir / "student.pt", {"role": "student"})
     macs, params = macs_and_params(student, d.input_shape)
-    metrics.update(accuracy=kd_acc, params=params, macs=macs, labeled_images=int(mask.sum()), images=len(x))
+    sc_acc = gain = scarce = None
     if cfg.compare_scratch:
         scratch, sc_acc = _scratch(inputs, cfg, x, y, mask, len(x), "distill/scratch")
         files["scratch"] = save_checkpoint(scratch, workdir / "scratch.pt", {"role": "student-scratch"})
-        metrics.update(scratch_accuracy=sc_acc, kd_gain_pp=round((kd_acc - sc_acc) * 100, 2))
+        gain = round((kd_acc - sc_acc) * 100, 2)
     if cfg.label_scarce_fraction:
         f = cfg.label_scarce_fraction
         few = labeled_subset(y, has_label, f, seed)
         _, kd_few = _kd(inputs, cfg, x, y, few, t_logits, f"distill/{f:.0%}-labels")
         _, sc_few = _scratch(inputs, cfg, x, y, few, len(x), f"distill/scratch-{f:.0%}-labels")
-        metrics["label_scarce"] = {
-            "labeled_fraction": f, "labeled_images": int(few.sum()), "kd_accuracy": kd_few,
-            "scratch_accuracy": sc_few, "kd_gain_pp": round((kd_few - sc_few) * 100, 2),
-        }
+        scarce = LabelScarce(labeled_fraction=f, labeled_images=int(few.sum()), kd_accuracy=kd_few,
+                             scratch_accuracy=sc_few, kd_gain_pp=round((kd_few - sc_few) * 100, 2))
+    metrics = DistillMetrics(temperature=cfg.temperature, alpha=cfg.alpha, accuracy=kd_acc, params=params, macs=macs,
+                             labeled_images=int(mask.sum()), images=len(x), scratch_accuracy=sc_acc,
+                             kd_gain_pp=gain, label_scarce=scarce)
     return Artifact(files, "model", metrics)
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from pipeline.errors import BudgetExceeded
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import load_model
+from pipeline.stages.metrics import ExportMetrics, OnnxExport
 
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
@@ -21,7 +22,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `ExportConfig` (opset, simplify, tolerance).
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = student_fp32.onnx, `teacher` = teacher_fp32.onnx; parity metrics for both.
+        Artifact with `model` = student_fp32.onnx, `teacher` = teacher_fp32.onnx; ExportMetrics (parity of both).
     Raises:
         BudgetExceeded: ONNX outputs differ from PyTorch beyond `atol` or `min_top1_agreement`.
     """
@@ -29,8 +30,9 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     from pipeline.training import accuracy, predict_logits
 
     d = inputs.data
-    files, metrics = {}, {}
-    for role, stage, name in (("student", "prune", "student_fp32.onnx"), ("teacher", "train_teacher", "teacher_fp32.onnx")):
+    files, exported = {}, {}
+    roles = (("student", "prune", "student_fp32.onnx"), ("teacher", "train_teacher", "teacher_fp32.onnx"))
+    for role, stage, name in roles:
         model = load_model(inputs, role, inputs.artifact(stage).path)
         path = workdir / name
         info = export_onnx(model, d.input_shape, path, cfg.opset, cfg.dynamo, cfg.simplify)
@@ -47,8 +49,9 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
                 f"(export.atol = {cfg.atol}), top-1 agreement {parity['top1_agreement']:.4f} "
                 f"(export.min_top1_agreement = {cfg.min_top1_agreement})"
             )
-        metrics[role] = {**info, "parity_vs_torch": parity, "accuracy": accuracy(got, d.test_y),
-                         "file_bytes": path.stat().st_size}
+        exported[role] = OnnxExport(**info, parity_vs_torch=parity, accuracy=accuracy(got, d.test_y),
+                                    file_bytes=path.stat().st_size)
         files["model" if role == "student" else "teacher"] = path
-    metrics["accuracy"] = metrics["student"]["accuracy"]
+    metrics = ExportMetrics(student=exported["student"], teacher=exported["teacher"],
+                            accuracy=exported["student"].accuracy)
     return Artifact(files, "model", metrics)

@@ -12,6 +12,7 @@ from pathlib import Path
 from pipeline.errors import BudgetExceeded, UserError
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import classifier_layers, labeled_subset, load_model, macs_and_params, student_train_set
+from pipeline.stages.metrics import PruneMetrics
 
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
@@ -22,7 +23,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `PruneConfig`.
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = pruned.pt; metrics: params/MACs/accuracy before and after.
+        Artifact with `model` = pruned.pt; PruneMetrics: params/MACs/accuracy before and after.
     Raises:
         BudgetExceeded: the fine-tuned pruned student lost more than `max_accuracy_drop` points.
     """
@@ -37,9 +38,9 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     student = load_model(inputs, "student", inputs.artifact("distill").path)
     macs0, params0 = macs_and_params(student, d.input_shape)
     acc0 = evaluate(student, d.test_x, d.test_y)
-    metrics = {"ratio": cfg.ratio, "params_before": params0, "macs_before": macs0, "accuracy_before": acc0}
+    before = dict(ratio=cfg.ratio, params_before=params0, macs_before=macs0, accuracy_before=acc0)
     if not cfg.enabled or cfg.ratio == 0:
-        metrics.update(params=params0, macs=macs0, accuracy=acc0, pruned=False)
+        metrics = PruneMetrics(**before, params=params0, macs=macs0, accuracy=acc0, pruned=False)
         path = save_checkpoint(student, workdir / "pruned.pt", {"role": "student", "pruned": False})
         return Artifact({"model": path}, "model", metrics)
 
@@ -82,8 +83,9 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     macs, params = macs_and_params(student, d.input_shape)
     acc = evaluate(student, d.test_x, d.test_y)
     inputs.log(f"[prune] fine-tuned: held-out accuracy {acc0 * 100:.2f}% -> {acc * 100:.2f}%")
-    metrics.update(params=params, macs=macs, accuracy=acc, pruned=True,
-                   params_reduction=round(params0 / max(1, params), 2), macs_reduction=round(macs0 / max(1, macs), 2))
+    metrics = PruneMetrics(**before, params=params, macs=macs, accuracy=acc, pruned=True,
+                           params_reduction=round(params0 / max(1, params), 2),
+                           macs_reduction=round(macs0 / max(1, macs), 2))
     drop = (acc0 - acc) * 100
     if drop > cfg.max_accuracy_drop:
         raise BudgetExceeded(

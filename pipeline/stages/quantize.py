@@ -9,13 +9,14 @@ still misses the budget is never passed on: the stage fails.
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from pathlib import Path
-from typing import Iterable
 
 import numpy as np
 
 from pipeline.errors import BudgetExceeded
 from pipeline.stages.base import Artifact, StageInputs
+from pipeline.stages.metrics import QuantizeMetrics
 
 _METHODS = {"minmax": "MinMax", "entropy": "Entropy", "percentile": "Percentile"}
 
@@ -37,7 +38,11 @@ def quantize_to_qdq(fp32_onnx: Path, out_path: Path, calib_x: np.ndarray, scheme
     """
     import onnx
     from onnxruntime.quantization import (
-        CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType, quantize_static,
+        CalibrationDataReader,
+        CalibrationMethod,
+        QuantFormat,
+        QuantType,
+        quantize_static,
     )
     from onnxruntime.quantization.shape_inference import quant_pre_process
 
@@ -97,7 +102,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `QuantizeConfig`.
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = model_int8.onnx; metrics: accuracy, drop, agreement, attempts.
+        Artifact with `model` = model_int8.onnx; QuantizeMetrics: accuracy, drop, agreement, attempts.
     Raises:
         BudgetExceeded: every attempt lost more than `max_accuracy_drop` points.
     """
@@ -129,11 +134,11 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
             f"{acc * 100:.2f}%, top-1 agreement {cmp['top1_agreement'] * 100:.1f}%"
         )
         if drop <= cfg.max_accuracy_drop and cmp["top1_agreement"] >= cfg.min_top1_agreement:
-            metrics = {"accuracy": acc, "accuracy_fp32": acc_fp32, "drop_pp": round(drop, 2),
-                       "top1_agreement": cmp["top1_agreement"], "max_abs_diff": cmp["max_abs_diff"],
-                       "excluded_nodes": excluded, "attempts": attempts, "scheme": scheme.model_dump(),
-                       "method": cfg.method, "calibration_samples": min(cfg.calibration_samples, len(calib)),
-                       "file_bytes": out.stat().st_size}
+            metrics = QuantizeMetrics(
+                accuracy=acc, accuracy_fp32=acc_fp32, drop_pp=round(drop, 2), top1_agreement=cmp["top1_agreement"],
+                max_abs_diff=cmp["max_abs_diff"], excluded_nodes=excluded, attempts=attempts, scheme=scheme,
+                method=cfg.method, calibration_samples=min(cfg.calibration_samples, len(calib)),
+                file_bytes=out.stat().st_size)
             return Artifact({"model": out}, "model", metrics)
     out.unlink(missing_ok=True)
     best = max(attempts, key=lambda a: a["accuracy"])

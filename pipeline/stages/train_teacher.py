@@ -10,6 +10,7 @@ from pathlib import Path
 
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import macs_and_params, make_model
+from pipeline.stages.metrics import TrainTeacherMetrics
 
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
@@ -20,7 +21,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `TrainTeacherConfig` (used only when there are no weights).
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = teacher.pt and accuracy/params/MACs metrics.
+        Artifact with `model` = teacher.pt; TrainTeacherMetrics (source, accuracy, params, MACs).
     """
     from pipeline.config import resolve
     from pipeline.models import load_weights
@@ -29,10 +30,10 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
 
     spec, d = inputs.config.teacher, inputs.data
     model = make_model(inputs, "teacher")
-    metrics = {}
+    hist = None
     if spec.weights:
         load_weights(model, resolve(inputs.config_dir, spec.weights), "teacher")
-        metrics["source"] = f"weights {spec.weights}"
+        source = f"weights {spec.weights}"
     else:
         inputs.log(f"[train_teacher] no teacher weights given: training the teacher for {cfg.epochs} epochs")
         hist = train(
@@ -40,13 +41,12 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
             weight_decay=cfg.weight_decay, seed=inputs.config.seed, val=(d.val_x, d.val_y), log=inputs.log,
             tag="train_teacher",
         )
-        metrics["source"] = "trained here"
-        metrics["train"] = hist
+        source = "trained here"
     model.eval()
     macs, params = macs_and_params(model, d.input_shape)
-    metrics.update(
-        accuracy=evaluate(model, d.test_x, d.test_y), val_accuracy=evaluate(model, d.val_x, d.val_y),
-        params=params, macs=macs,
+    metrics = TrainTeacherMetrics(
+        source=source, train=hist, accuracy=evaluate(model, d.test_x, d.test_y),
+        val_accuracy=evaluate(model, d.val_x, d.val_y), params=params, macs=macs,
     )
     path = save_checkpoint(model, workdir / "teacher.pt", {"role": "teacher"})
     return Artifact({"model": path}, "model", metrics)

@@ -57,8 +57,7 @@ def test_import_trtexec_cli(tmp_path):
 
 @pytest.mark.parametrize("argv,needle", [
     (["bench", "{tmp}/missing.onnx"], "not found"),
-    (["bench", "{tmp}/fake.engine"], "tensorrt cannot run"),
-    (["bench", "{model}", "--runtime", "tflite"], "allowed: onnxruntime"),
+    (["bench", "{model}", "--runtime", "tflite"], "--runtime 'tflite' is not a runtime (allowed: onnxruntime (ort,"),
     (["bench", "{tmp}/model.tflite"], "cannot tell the runtime"),
     (["bench", "{model}", "--shape", "1x5"], "differs from the model"),
     (["bench", "{model}", "--shape", "1x4x4"], "rank"),
@@ -83,7 +82,55 @@ def test_bad_input_exits_2(tmp_path, model, capsys, argv, needle):
     assert err.startswith("edgepipe: error:") and needle in err and "Traceback" not in err
 
 
+@pytest.mark.parametrize("alias", ["ort", "ONNX", "onnxrt", "onnxruntime"])
+def test_runtime_aliases(tmp_path, model, alias):
+    out = tmp_path / "r.json"
+    assert main(["bench", str(model), "--runtime", alias, "--iterations", "3", "--warmup", "1", "--json", str(out),
+                 "--quiet"]) == 0
+    assert json.loads(out.read_text())["model"]["runtime"] == "onnxruntime"
+
+
+# What a TensorRT runtime says about a file that is not an engine, depending on what this machine has.
+TRT_FAILURES = ("TensorRT is not importable", "no usable CUDA binding/device", "could not deserialize")
+
+
+def test_engine_that_cannot_run_here_is_one_line(tmp_path, capsys):
+    (tmp_path / "fake.engine").write_bytes(b"not an engine")
+    assert main(["bench", str(tmp_path / "fake.engine"), "--runtime", "trt"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("edgepipe: error:") and any(n in err for n in TRT_FAILURES) and "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1
+
+
+def test_engine_failure_suggests_trtexec_when_it_is_installed(tmp_path, capsys, monkeypatch):
+    """A runtime whose files trtexec can time (supports_trtexec) points at `edgepipe bench trtexec`."""
+    bin_dir = tmp_path / "bin"
+    bin_dir.mkdir()
+    (bin_dir / "trtexec").write_text("#!/bin/sh\nexit 0\n")
+    (bin_dir / "trtexec").chmod(0o755)
+    monkeypatch.setenv("PATH", str(bin_dir))
+    (tmp_path / "fake.engine").write_bytes(b"not an engine")
+    assert main(["bench", str(tmp_path / "fake.engine")]) == 2
+    err = capsys.readouterr().err
+    assert f"trtexec is installed: try `edgepipe bench trtexec {tmp_path / 'fake.engine'}`" in err
+
+
 def test_help(capsys):
     assert main(["bench", "--help"]) == 0
     assert "import-trtexec" in capsys.readouterr().out
     assert main(["bench"]) == 2
+
+
+def test_bench_never_branches_on_a_runtime_name():
+    """Runtime differences live on the runtime object (e.g. `supports_trtexec`), not in `x.runtime == "..."`."""
+    import ast
+
+    import pipeline.bench
+
+    for path in Path(pipeline.bench.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Compare):
+                sides = [node.left, *node.comparators]
+                named = any(isinstance(s, ast.Attribute) and s.attr == "runtime" for s in sides)
+                text = any(isinstance(s, ast.Constant) and isinstance(s.value, str) for s in sides)
+                assert not (named and text), f"{path.name}:{node.lineno}"

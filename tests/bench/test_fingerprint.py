@@ -10,7 +10,8 @@ def _write(root, rel, text):
 
 
 def test_plain_x86(tmp_path):
-    _write(tmp_path, "proc/cpuinfo", "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx2 fma avx512f\n")
+    _write(tmp_path, "proc/cpuinfo",
+           "processor\t: 0\nmodel name\t: Test CPU 9000\nflags\t\t: fpu sse4_2 avx2 fma avx512f\n")
     fp = fingerprint(threads=2, root=tmp_path)
     assert fp["cpu"]["model"] == "Test CPU 9000"
     assert fp["cpu"]["flags"] == ["avx2", "avx512f", "fma", "sse4_2"]
@@ -22,7 +23,8 @@ def test_jetson(tmp_path):
     _write(tmp_path, "proc/cpuinfo", "processor\t: 0\nFeatures\t: fp asimd asimddp\nCPU part\t: 0xd42\n")
     _write(tmp_path, "proc/device-tree/model", "NVIDIA Jetson AGX Orin Developer Kit\x00")
     _write(tmp_path, "etc/nv_tegra_release",
-           "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, DATE: Tue Aug  1 19:57:35 UTC 2023\n")
+           "# R35 (release), REVISION: 4.1, GCID: 33958178, BOARD: t186ref, EABI: aarch64, "
+           "DATE: Tue Aug  1 19:57:35 UTC 2023\n")
     for c in (0, 1):
         _write(tmp_path, f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_min_freq", "2201600")
         _write(tmp_path, f"sys/devices/system/cpu/cpu{c}/cpufreq/scaling_max_freq", "2201600")

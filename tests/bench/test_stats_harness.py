@@ -1,4 +1,4 @@
-"""LatencyStats, make_feeds, measure and measure_interleaved (fake runners: no timing assertions)."""
+"""LatencyStats, make_feeds, measure and measure_interleaved (fake runtimes: no timing assertions)."""
 
 import time
 
@@ -11,7 +11,7 @@ from pipeline.errors import UserError
 from pipeline.runtimes.base import TensorSpec
 
 
-class FakeRunner:
+class FakeRuntime:
     """Counts calls; optionally reports a device time and rejects wrong shapes like a runtime."""
 
     runtime = "fake"
@@ -53,7 +53,7 @@ def test_stats_from_samples_match_numpy():
 
 
 def test_measure_counts_and_device_time():
-    r = FakeRunner(device_ms=0.5)
+    r = FakeRuntime(device_ms=0.5)
     feeds = make_feeds(r.inputs(), batch=4)
     st = measure(r, feeds, BenchConfig(warmup=3, iterations=17))
     assert r.calls == 1 + 3 + 17  # first (checking) call, warm-up, timed
@@ -63,7 +63,7 @@ def test_measure_counts_and_device_time():
 
 
 def test_measure_duration_and_warmup_seconds():
-    r = FakeRunner()
+    r = FakeRuntime()
     t0 = time.perf_counter()
     st = measure(r, make_feeds(r.inputs()), BenchConfig(warmup_seconds=0.05, duration_s=0.1))
     assert time.perf_counter() - t0 >= 0.15
@@ -71,13 +71,13 @@ def test_measure_duration_and_warmup_seconds():
 
 
 def test_wrong_shape_is_user_error():
-    r = FakeRunner(want=(1, 3))
+    r = FakeRuntime(want=(1, 3))
     with pytest.raises(UserError, match="rejected inputs"):
         measure(r, {"x": np.zeros((1, 5), np.float32)}, BenchConfig(iterations=2))
 
 
 def test_interleaved_gives_every_model_its_iterations():
-    a, b, c = FakeRunner(), FakeRunner(), FakeRunner(device_ms=1.0)
+    a, b, c = FakeRuntime(), FakeRuntime(), FakeRuntime(device_ms=1.0)
     feeds = {k: make_feeds(a.inputs()) for k in "abc"}
     res = measure_interleaved({"a": a, "b": b, "c": c}, feeds, BenchConfig(warmup=2, iterations=53))
     assert list(res) == ["a", "b", "c"]
@@ -89,7 +89,7 @@ def test_interleaved_gives_every_model_its_iterations():
 
 
 def test_interleaved_duration():
-    a, b = FakeRunner(), FakeRunner()
+    a, b = FakeRuntime(), FakeRuntime()
     feeds = {k: make_feeds(a.inputs()) for k in "ab"}
     res = measure_interleaved({"a": a, "b": b}, feeds, BenchConfig(warmup=1, duration_s=0.1))
     assert res["a"].iterations > 10 and res["b"].iterations > 10

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.trtexec import TrtexecSettings, build_command, find_trtexec, run_trtexec
+from pipeline.bench.trtexec import TrtexecSettings, find_trtexec, run_trtexec, trtexec_bench_argv
 from pipeline.cli import main
 from pipeline.errors import UserError
 
@@ -16,25 +16,26 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "trtexec"
 
 
 def test_trt11_flags_are_inverted():
-    argv = build_command("m.engine", (11, 1), TrtexecSettings(export_times="t.json", shapes="input:1x3x8x8"))
+    argv = trtexec_bench_argv("m.engine", (11, 1), TrtexecSettings(export_times="t.json", shapes="input:1x3x8x8"))
     assert argv[:3] == ["trtexec", "--loadEngine=m.engine", "--shapes=input:1x3x8x8"]
     assert "--noCudaGraph" in argv and "--includeDataTransfers" in argv
     assert "--useCudaGraph" not in argv and "--useSpinWait" not in argv and "--noDataTransfers" not in argv
     assert "--noSpinWait" not in argv  # spin-wait wanted and already the 11.x default
     assert {"--warmUp=500", "--duration=10", "--iterations=100", "--avgRuns=10", "--percentile=90,95,99",
             "--exportTimes=t.json"} <= set(argv)
-    fast = build_command("m.engine", (11, 0), TrtexecSettings(cuda_graph=True, spin_wait=False, include_transfers=False))
+    fast = trtexec_bench_argv("m.engine", (11, 0),
+                              TrtexecSettings(cuda_graph=True, spin_wait=False, include_transfers=False))
     assert "--noCudaGraph" not in fast and "--noSpinWait" in fast and "--includeDataTransfers" not in fast
 
 
 def test_trt10_and_older_flags():
-    argv = build_command("m.engine", (10, 3), TrtexecSettings(cuda_graph=True, include_transfers=False))
+    argv = trtexec_bench_argv("m.engine", (10, 3), TrtexecSettings(cuda_graph=True, include_transfers=False))
     assert {"--useCudaGraph", "--useSpinWait", "--noDataTransfers", "--percentile=90,95,99"} <= set(argv)
     assert "--includeDataTransfers" not in argv and "--noCudaGraph" not in argv
-    old = build_command("m.engine", (8, 2), TrtexecSettings())
+    old = trtexec_bench_argv("m.engine", (8, 2), TrtexecSettings())
     assert "--percentile=99" in old and "--noDataTransfers" not in old and "--useSpinWait" in old
     with pytest.raises(UserError):
-        build_command("m.engine", (6, 0))
+        trtexec_bench_argv("m.engine", (6, 0))
 
 
 def test_find_trtexec(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.bench.trtexec_log import decode_version, import_trtexec, parse_log_text, read_export_times
+from pipeline.bench.trtexec_log import import_trtexec, read_export_times
+from pipeline.bench.trtexec_parse import decode_version, parse_log_text
 from pipeline.errors import UserError
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "trtexec"
@@ -38,19 +39,23 @@ EXPECTED = {
         {"p50": 1.38037}, 716.632),
     "trt8_5_xavier_agx_meta_tegra_1150.log": (
         "8.5+", True,
-        {"min": 0.369385, "max": 2.36157, "mean": 0.386481, "p50": 0.385986, "p90": 0.391113, "p95": 0.393066, "p99": 0.404907},
+        {"min": 0.369385, "max": 2.36157, "mean": 0.386481,
+         "p50": 0.385986, "p90": 0.391113, "p95": 0.393066, "p99": 0.404907},
         {"p50": 0.369873, "p95": 0.374756, "p99": None}, 43073.6),
     "trt8_6_agx_orin_meta_tegra_community_113.log": (
         "8.5+", True,
-        {"min": 4.81763, "max": 4.86572, "mean": 4.83767, "p50": 4.83752, "p90": 4.84772, "p95": 4.85034, "p99": 4.85547},
+        {"min": 4.81763, "max": 4.86572, "mean": 4.83767,
+         "p50": 4.83752, "p90": 4.84772, "p95": 4.85034, "p99": 4.85547},
         None, 208.729),
     "trt8_5plus_nvidia_tensorrt_4177.log": (
         "8.5+", False,
-        {"min": 5.38672, "max": 13.3664, "mean": 7.60628, "p50": 7.16092, "p90": 10.2996, "p95": 10.8698, "p99": 12.9675},
+        {"min": 5.38672, "max": 13.3664, "mean": 7.60628,
+         "p50": 7.16092, "p90": 10.2996, "p95": 10.8698, "p99": 12.9675},
         {"min": 5.34595, "p90": 10.2881, "p99": 12.9485}, 130.298),
     "trt8_5plus_ptlflow_65.log": (
         "8.5+", False,
-        {"min": 30.1348, "max": 30.887, "mean": 30.7571, "p50": 30.7585, "p90": 30.8303, "p95": 30.8396, "p99": 30.8523},
+        {"min": 30.1348, "max": 30.887, "mean": 30.7571,
+         "p50": 30.7585, "p90": 30.8303, "p95": 30.8396, "p99": 30.8523},
         {"p50": 30.333, "p99": 30.4204}, 32.7261),
 }
 
@@ -108,7 +113,8 @@ def test_version_batch_and_transfers():
     # H2D and D2H all zero: the run excluded transfers
     assert import_trtexec(FIX / "trt8_4_yolov7_329.log")["transfers"] == "excluded"
     assert import_trtexec(FIX / "trt8_4_yolov7_329.log")["trtexec"]["gpu_compute_cv"] == pytest.approx(0.0210486)
-    assert import_trtexec(FIX / "trt8_4_yolov7_329.log", batch=4)["latency"]["throughput_ips"] == pytest.approx(716.632 * 4)
+    doc = import_trtexec(FIX / "trt8_4_yolov7_329.log", batch=4)
+    assert doc["latency"]["throughput_ips"] == pytest.approx(716.632 * 4)
 
 
 def test_decode_version():
@@ -138,7 +144,8 @@ def test_export_times_give_full_stats(tmp_path):
 def test_compute_only_times(tmp_path):
     """Records with only start/endComputeMs (no latencyMs) still give device samples."""
     times = tmp_path / "t.json"
-    times.write_text(json.dumps([{"startComputeMs": 0, "endComputeMs": 2.0}, {"startComputeMs": 5, "endComputeMs": 7.5}]))
+    times.write_text(json.dumps([{"startComputeMs": 0, "endComputeMs": 2.0},
+                                 {"startComputeMs": 5, "endComputeMs": 7.5}]))
     assert read_export_times(times) == {"gpu_compute": [2.0, 2.5]}
 
 

@@ -17,21 +17,25 @@ FIX = Path(__file__).resolve().parents[1] / "fixtures" / "trtexec"
 EXPECTED = {
     "trt10_3_jetson_jp6_resnet50.log": (
         "8.5+", "10.3.0", 318.007,
-        {"min": 3.12671, "max": 3.15479, "mean": 3.14068, "p50": 3.14062, "p90": 3.14587, "p95": 3.14771, "p99": 3.15039},
+        {"min": 3.12671, "max": 3.15479, "mean": 3.14068,
+         "p50": 3.14062, "p90": 3.14587, "p95": 3.14771, "p99": 3.15039},
         {"p50": 3.14062, "p99": 3.15039}, 3.00622, None),
     "trt10_3_jetson_jp6_resnet50_crlf.log": (
         "8.5+", "10.3.0", 318.007, {"p50": 3.14062, "p90": 3.14587, "max": 3.15479}, {"mean": 3.14068}, 3.00622, None),
     "trt10_9_fcn_resnet101_b34.log": (
         "8.5+", "10.9.0", 8.66824,
-        {"min": 110.946, "max": 115.703, "mean": 112.938, "p50": 112.567, "p90": 114.427, "p95": 115.415, "p99": 115.703},
+        {"min": 110.946, "max": 115.703, "mean": 112.938,
+         "p50": 112.567, "p90": 114.427, "p95": 115.415, "p99": 115.703},
         {"min": 109.522, "p50": 111.208, "p95": 114.115}, 3.34555, 0.0108662),
     "trt10_0_plugins_segfault_after_pass.log": (
         "8.5+", "10.0.1", 742.821,
-        {"min": 1.23303, "max": 4.12598, "mean": 1.73074, "p50": 1.38422, "p90": 2.68469, "p95": 2.87158, "p99": 3.07971},
+        {"min": 1.23303, "max": 4.12598, "mean": 1.73074,
+         "p50": 1.38422, "p90": 2.68469, "p95": 2.87158, "p99": 3.07971},
         {"p50": 0.904633, "p99": 2.62042}, 3.00476, 0.43467),
     "trt8_6_a100_two_summaries_3364.log": (  # the second (dynamic-shape) run's summary
         "8.5+", None, 11.7297,
-        {"min": 84.5625, "max": 95.9257, "mean": 85.2279, "p50": 84.7446, "p90": 86.5833, "p95": 87.4399, "p99": 95.9257},
+        {"min": 84.5625, "max": 95.9257, "mean": 85.2279,
+         "p50": 84.7446, "p90": 86.5833, "p95": 87.4399, "p99": 95.9257},
         {"p50": 84.6118, "p99": 95.7728}, 3.1544, None),
     "trt8_4_m40_batch8192_streams8.log": (  # the fourth (fp32) run's summary
         "8.4", None, 1.24417e8,
@@ -59,7 +63,8 @@ EXPECTED = {
         {"min": 4.2439, "max": 7.02356, "mean": 4.42492, "p50": 4.40088}, 3.00956, None),
     "trt8_5plus_ais_bench_prefixed.log": (  # "[INFO] [date] [I]" prefixes, summary cut after Latency
         "8.5+", None, 120.699,
-        {"min": 9.11414, "max": 11.7442, "mean": 9.81005, "p50": 9.76404, "p90": 10.1075, "p95": 10.1624, "p99": 11.4742},
+        {"min": 9.11414, "max": 11.7442, "mean": 9.81005,
+         "p50": 9.76404, "p90": 10.1075, "p95": 10.1624, "p99": 11.4742},
         None, None, None),
 }
 
@@ -91,7 +96,8 @@ def test_real_log_numbers(name):
 
 
 def test_crlf_variant_reads_like_the_original():
-    a, b = (import_trtexec(FIX / n) for n in ("trt10_3_jetson_jp6_resnet50.log", "trt10_3_jetson_jp6_resnet50_crlf.log"))
+    a, b = (import_trtexec(FIX / n)
+            for n in ("trt10_3_jetson_jp6_resnet50.log", "trt10_3_jetson_jp6_resnet50_crlf.log"))
     assert b"\r\n" in (FIX / "trt10_3_jetson_jp6_resnet50_crlf.log").read_bytes()
     assert a["latency"] == b["latency"] and a["trtexec"]["summary"] == b["trtexec"]["summary"]
     assert b["trtexec"]["command"].endswith("--noDataTransfers --iterations=2")  # no stray "\r"
@@ -151,7 +157,7 @@ def test_lines_after_pass_and_non_ascii_do_not_matter():
 def test_warning_between_summary_lines():
     """No posted log had one; a [W] line inserted into a real summary (constructed) is skipped."""
     text = (FIX / "trt8_5plus_orin_two_warnings.log").read_text().splitlines()
-    at = next(i for i, l in enumerate(text) if "] Latency:" in l)
+    at = next(i for i, ln in enumerate(text) if "] Latency:" in ln)
     text.insert(at, "[12/28/2023-10:51:16] [W] [TRT] Latency: something the runtime warned about, min = 1 ms")
     r = parse_log_text("\n".join(text))
     assert r["metrics"]["latency"]["p50"] == pytest.approx(42.4526)
@@ -160,7 +166,8 @@ def test_warning_between_summary_lines():
 
 @pytest.mark.parametrize("name, needle", [
     ("trt10_0_failed_deserialize.log", "FAILED (TensorRT 10.0.1); its last error: Inference set up failed"),
-    ("trt10_3_jetson_failed_unknown_option.log", "FAILED (TensorRT 10.3.0); its last error: Unknown option: --explicitBatch"),
+    ("trt10_3_jetson_failed_unknown_option.log",
+     "FAILED (TensorRT 10.3.0); its last error: Unknown option: --explicitBatch"),
     ("trt8_6_failed_then_profile_no_summary.log", "--dumpProfile per-layer table but no summary"),
     ("trt10_7_windows_post_starts_mid_summary.log", "pass the complete trtexec output"),
 ])
@@ -173,7 +180,8 @@ def test_runs_without_a_summary_are_user_errors(name, needle):
 def test_failed_runs_exit_2_from_the_cli(tmp_path, capsys):
     from pipeline.cli import main
 
-    rc = main(["bench", "import-trtexec", str(FIX / "trt10_0_failed_deserialize.log"), "--json", str(tmp_path / "o.json")])
+    rc = main(["bench", "import-trtexec", str(FIX / "trt10_0_failed_deserialize.log"),
+               "--json", str(tmp_path / "o.json")])
     assert rc == 2 and "FAILED" in capsys.readouterr().err and not (tmp_path / "o.json").exists()
 
 
@@ -182,7 +190,7 @@ def test_prefixes_added_by_ci_docker_and_terminals(prefix):
     """A real log behind a GitHub Actions time stamp, a docker compose service name, colour codes or
     a quote marker (constructed: no such posted log was found)."""
     text = (FIX / "trt10_9_fcn_resnet101_b34.log").read_text()
-    r = parse_log_text("".join(prefix + l for l in text.splitlines(keepends=True)))
+    r = parse_log_text("".join(prefix + ln for ln in text.splitlines(keepends=True)))
     assert r["metrics"]["latency"]["p50"] == pytest.approx(112.567) and r["version"] == (10, 9, 0)
     assert r["throughput_qps"] == pytest.approx(8.66824) and r["gpu_cv"] == pytest.approx(0.0108662)
 
@@ -211,9 +219,9 @@ def test_summary_header_without_latency_values():
 
 
 def test_dump_profile_table():
-    lines = [l.split("] ", 2)[-1] if l.startswith("[") else l
-             for l in (FIX / "trt8_6_failed_then_profile_no_summary.log").read_text().splitlines()]
-    prof = parse_profile([l.strip() for l in lines])
+    lines = [ln.split("] ", 2)[-1] if ln.startswith("[") else ln
+             for ln in (FIX / "trt8_6_failed_then_profile_no_summary.log").read_text().splitlines()]
+    prof = parse_profile([ln.strip() for ln in lines])
     assert prof["iterations"] == 1434 and len(prof["layers"]) == 28
     assert prof["layers"][0] == {"name": "{ForeignNode[771 + (Unnamed Layer* 1) [Shuffle]...dummy_gather_]}",
                                  "time_ms": 486.12, "avg_ms": 0.339, "median_ms": 0.3389, "percent": 21.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from pipeline.build.trt_builder import BuildOptions, cache_key, main, onnx_has_qdq, summarize_layers
-from pipeline.build.trtexec import trtexec_command
+from pipeline.build.trtexec import trtexec_build_argv
 
 SHAPES = {"input": [1, 16, 16]}
 
@@ -13,7 +13,7 @@ SHAPES = {"input": [1, 16, 16]}
 def test_trtexec_10x_dla_sparse_fp16() -> None:
     opts = BuildOptions(min_batch=1, opt_batch=1, max_batch=1, workspace_mib=2048, dla_core=0,
                         gpu_fallback=True, sparse=True, opt_level=4, timing_cache="timing.cache", fp16=True)
-    argv = trtexec_command("m.onnx", "m.engine", opts, "10.3", SHAPES)
+    argv = trtexec_build_argv("m.onnx", "m.engine", opts, "10.3", SHAPES)
     assert argv[:3] == ["trtexec", "--onnx=m.onnx", "--saveEngine=m.engine"]
     for flag in ["--minShapes=input:1x1x16x16", "--maxShapes=input:1x1x16x16", "--memPoolSize=workspace:2048M",
                  "--builderOptimizationLevel=4", "--timingCacheFile=timing.cache", "--useDLACore=0",
@@ -23,20 +23,20 @@ def test_trtexec_10x_dla_sparse_fp16() -> None:
 
 
 def test_trtexec_10x_strongly_typed_without_fp16() -> None:
-    argv = trtexec_command("m.onnx", "m.engine", BuildOptions(max_batch=8), "10.16", SHAPES)
+    argv = trtexec_build_argv("m.onnx", "m.engine", BuildOptions(max_batch=8), "10.16", SHAPES)
     assert "--stronglyTyped" in argv and "--fp16" not in argv and "--int8" not in argv
     assert "--optShapes=input:1x1x16x16" in argv and "--maxShapes=input:8x1x16x16" in argv
 
 
 def test_trtexec_11x_has_no_precision_flags() -> None:
     opts = BuildOptions(fp16=True, sparse=True, dla_core=None)
-    argv = trtexec_command("m.onnx", "m.engine", opts, "11.4", SHAPES)
+    argv = trtexec_build_argv("m.onnx", "m.engine", opts, "11.4", SHAPES)
     assert not {"--fp16", "--int8", "--best", "--stronglyTyped"} & set(argv)
     assert "--sparsity=enable" in argv and "--useDLACore=0" not in argv
 
 
 def test_trtexec_fp32_graph_gets_no_int8() -> None:
-    argv = trtexec_command("m.onnx", "m.engine", BuildOptions(fp16=True), "10.3", SHAPES, explicit_int8=False)
+    argv = trtexec_build_argv("m.onnx", "m.engine", BuildOptions(fp16=True), "10.3", SHAPES, explicit_int8=False)
     assert "--fp16" in argv and "--int8" not in argv
 
 

@@ -91,7 +91,7 @@ def roomy_targets(tmp_path, monkeypatch):
 
 @pytest.fixture
 def make_run(base_run, tmp_path):
-    """Factory: a run directory for `target` with manifest.json as pipeline/runner.py writes it."""
+    """Factory: a run directory for `target` with manifest.json as pipeline/run_loop.py writes it."""
 
     def make(target: str, accuracy: float = 0.9, name: str = "run") -> Path:
         d = tmp_path / name
@@ -145,7 +145,7 @@ def sshd(tmp_path):
         "PermitRootLogin prohibit-password", "PasswordAuthentication no", "KbdInteractiveAuthentication no",
         "PubkeyAuthentication yes", "AllowTcpForwarding no", "X11Forwarding no", "PrintMotd no", "",
     ]))
-    log = open(d / "sshd.log", "wb")
+    log = open(d / "sshd.log", "wb")  # noqa: SIM115 (sshd writes to it until the fixture ends)
     proc = subprocess.Popen([SSHD, "-D", "-e", "-f", str(d / "sshd_config")], stdout=log, stderr=subprocess.STDOUT)
     deadline = time.monotonic() + 10
     while True:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy import recipe
+from pipeline.build import recipe
 from pipeline.deploy.bundle import make_bundle
 from pipeline.errors import UserError
 from pipeline.fileio import sha256_file
@@ -32,11 +32,10 @@ def _script_commands(script: str) -> dict[str, list[str]]:
 def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run, tmp_path):
     run = make_run("arm64-cpu", accuracy=0.875)
     dist = tmp_path / "dist" / "arm64-cpu"
-    manifest = make_bundle(run, "arm64-cpu", dist)
+    manifest = make_bundle(run, load_target("arm64-cpu"), dist)
     names = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
-    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "device_sessions.py", "eval.npz",
-                     "report.md",
-                     "README.md", "manifest.json"}
+    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "ort_runtime.py", "eval.npz",
+                     "report.md", "README.md", "manifest.json"}
     assert set(manifest["files"]) == names - {"manifest.json"}
     for rel, info in manifest["files"].items():
         assert sha256_file(dist / rel) == info["sha256"], rel
@@ -48,6 +47,9 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
     assert manifest["latency_budget"] == {"ms": 20.0, "percentile": "p99", "batch": 1}
     assert manifest["benchmark"]["batches"] == [1, 8]
     assert manifest["target"]["name"] == "arm64-cpu" and manifest["target"]["arch"] == "aarch64"
+    assert manifest["target_alias"] == "arm64-cpu"
+    assert (dist / "ort_runtime.py").read_bytes() == (REPO / "pipeline/runtimes/ort.py").read_bytes()
+    assert (dist / "device_facts.py").read_bytes() == (REPO / "pipeline/device_facts.py").read_bytes()
     readme = (dist / "README.md").read_text()
     assert "python3 device_runner.py" in readme and "$" not in readme.replace("$ ", "")
     assert not list(dist.parent.glob(".arm64-cpu.*")), "temporary folders left next to DIST"
@@ -56,13 +58,17 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
 
 def test_orin_nano_bundle_builds_on_gpu_only(make_run, tmp_path):
     dist = tmp_path / "dist" / "jetson"
-    manifest = make_bundle(make_run("jetson-orin-nano"), "jetson", dist)  # `jetson` is the Orin Nano alias
+    # `jetson` is the Orin Nano alias
+    manifest = make_bundle(make_run("jetson-orin-nano"), load_target("jetson"), dist)
     b = manifest["build"]
     target = load_target("jetson-orin-nano")
     # the builder and runner are copied byte for byte from the package
     assert (dist / "trt_builder.py").read_bytes() == (REPO / "pipeline/build/trt_builder.py").read_bytes()
     assert (dist / "trt_plan.py").read_bytes() == (REPO / "pipeline/build/trt_plan.py").read_bytes()
-    assert (dist / "trt_runner.py").read_bytes() == (REPO / "pipeline/runtimes/trt.py").read_bytes()
+    assert (dist / "trt_runtime.py").read_bytes() == (REPO / "pipeline/runtimes/trt.py").read_bytes()
+    assert manifest["target"]["name"] == "jetson-orin-nano" and manifest["target_alias"] == "jetson"
+    assert {"trt_runtime.py", "ort_runtime.py", "trt_builder.py", "trt_plan.py", "build_trtexec.sh"} <= set(
+        manifest["files"]) and "device_sessions.py" not in manifest["files"]
     script = (dist / "build_trtexec.sh").read_text()
     cmds = _script_commands(script)
     assert set(cmds) == {"gpu"}, "the Orin Nano has no DLA: no DLA variant may be offered"
@@ -85,7 +91,7 @@ def test_orin_nano_bundle_builds_on_gpu_only(make_run, tmp_path):
 
 def test_agx_orin_bundle_offers_dla_with_gpu_fallback(make_run, tmp_path):
     dist = tmp_path / "agx"
-    manifest = make_bundle(make_run("jetson-agx-orin"), "jetson-agx-orin", dist)
+    manifest = make_bundle(make_run("jetson-agx-orin"), load_target("jetson-agx-orin"), dist)
     b = manifest["build"]
     cmds = _script_commands((dist / "build_trtexec.sh").read_text())
     assert set(cmds) == {"gpu", "dla"}
@@ -101,9 +107,9 @@ def test_agx_orin_bundle_offers_dla_with_gpu_fallback(make_run, tmp_path):
 
 def test_bundled_tensorrt_modules_import_without_edgepipe(make_run, tmp_path):
     dist = tmp_path / "nano"
-    make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
+    make_bundle(make_run("jetson-orin-nano"), load_target("jetson-orin-nano"), dist)
     code = ("import sys; sys.modules['pipeline'] = None; "
-            "import trt_runner, trt_builder, trt_plan, device_facts, device_sessions; print('ok')")
+            "import trt_runtime, ort_runtime, trt_builder, trt_plan, device_facts; print('ok')")
     r = subprocess.run([sys.executable, "-I", "-c", f"import sys; sys.path.insert(0, '.'); {code}"],
                        cwd=dist, capture_output=True, text=True)
     assert r.returncode == 0 and r.stdout.strip() == "ok", r.stderr
@@ -124,30 +130,30 @@ def test_tensorrt_bundle_refuses_asymmetric_uint8_qdq(make_run, tmp_path):
     m["final"]["sha256"] = sha256_file(path)
     (run / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match="TensorRT needs S8S8"):
-        make_bundle(run, "jetson-orin-nano", tmp_path / "d")
+        make_bundle(run, load_target("jetson-orin-nano"), tmp_path / "d")
     assert not (tmp_path / "d").exists()
 
 
 def test_refusals(make_run, tmp_path):
     run = make_run("arm64-cpu")
     with pytest.raises(UserError, match="made for target 'arm64-cpu', not 'jetson-orin-nano'"):
-        make_bundle(run, "jetson", tmp_path / "d1")
+        make_bundle(run, load_target("jetson"), tmp_path / "d1")
     home = tmp_path / "home"
     home.mkdir()
     (home / "precious.txt").write_text("keep me")
     with pytest.raises(UserError, match="is not an edgepipe bundle"):
-        make_bundle(run, "arm64-cpu", home)
+        make_bundle(run, load_target("arm64-cpu"), home)
     assert (home / "precious.txt").read_text() == "keep me"
     (run / "quantize" / "model_int8.onnx").write_bytes(b"not the model")
     with pytest.raises(UserError, match="changed since the pipeline wrote it"):
-        make_bundle(run, "arm64-cpu", tmp_path / "d2")
+        make_bundle(run, load_target("arm64-cpu"), tmp_path / "d2")
 
 
 def test_rebundle_replaces_the_old_bundle_atomically(make_run, tmp_path):
     dist = tmp_path / "dist"
-    make_bundle(make_run("arm64-cpu", accuracy=0.5, name="a"), "arm64-cpu", dist)
+    make_bundle(make_run("arm64-cpu", accuracy=0.5, name="a"), load_target("arm64-cpu"), dist)
     (dist / "stale.txt").write_text("from the old bundle")
-    m = make_bundle(make_run("arm64-cpu", accuracy=0.75, name="b"), "arm64-cpu", dist)
+    m = make_bundle(make_run("arm64-cpu", accuracy=0.75, name="b"), load_target("arm64-cpu"), dist)
     assert m["expected"]["accuracy"] == 0.75 and not (dist / "stale.txt").exists()
     assert sorted(p.name for p in tmp_path.iterdir()) == ["a", "b", "dist"]
 
@@ -156,8 +162,8 @@ def test_device_side_files_are_python38_syntax(make_run, tmp_path):
     import ast
 
     dist = tmp_path / "nano"
-    make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
-    for name in ("device_runner.py", "device_facts.py", "device_sessions.py", "trt_runner.py", "trt_builder.py",
+    make_bundle(make_run("jetson-orin-nano"), load_target("jetson-orin-nano"), dist)
+    for name in ("device_runner.py", "device_facts.py", "ort_runtime.py", "trt_runtime.py", "trt_builder.py",
                  "trt_plan.py"):
         ast.parse((dist / name).read_text(), filename=name, feature_version=(3, 8))
 
@@ -168,4 +174,22 @@ def test_an_unfinished_run_is_not_bundled(make_run, tmp_path):
     m.update(complete=False, failed_stage="quantize")
     (run / "manifest.json").write_text(json.dumps(m))
     with pytest.raises(UserError, match="did not finish.*quantize"):
-        make_bundle(run, "arm64-cpu", tmp_path / "d")
+        make_bundle(run, load_target("arm64-cpu"), tmp_path / "d")
+
+
+def test_recipe_python_args_are_what_the_build_stage_records(make_run, tmp_path):
+    """The bundle's builder arguments and trtexec line come from the same recipe as the build stage's."""
+    manifest = make_bundle(make_run("jetson-orin-nx"), load_target("jetson-orin-nx"), tmp_path / "nx")
+    b = manifest["build"]
+    r = recipe.tensorrt_recipe(load_target("jetson-orin-nx"), manifest["input"])
+    assert b["python_args"] == r.python_args and b["trtexec_argv"] == r.trtexec_argv
+    assert b["python_args"][-2:] == ["--dla-core", "0"] and b["dla_core"] == 0  # use_dla: the default build
+    assert (b["engine"], b["report"]) == ("model_int8.engine", "build_report.json")
+
+
+def test_dist_that_is_a_file_is_refused(make_run, tmp_path):
+    (tmp_path / "file").write_text("not a folder")
+    with pytest.raises(UserError, match="is a file"):
+        make_bundle(make_run("arm64-cpu"), load_target("arm64-cpu"), tmp_path / "file")
+    with pytest.raises(UserError, match="a part of this path is a file"):
+        make_bundle(make_run("arm64-cpu", name="r2"), load_target("arm64-cpu"), tmp_path / "file" / "d")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from pipeline.deploy.device import device_facts as df
+from pipeline import device_facts as df
 
 FIX = Path(__file__).resolve().parents[1] / "fixtures" / "jetson"
 SRC = Path(df.__file__)

@@ -1,7 +1,12 @@
-"""The standalone device runner, run as the device runs it: `python device_runner.py` in the bundle."""
+"""The standalone device runner, run as the device runs it: `python device_runner.py` in the bundle.
+
+It runs the model through the bundle's copies of edgepipe's runtimes (ort_runtime.py, trt_runtime.py) and
+checks first that the device's Python has the modules the bundle needs.
+"""
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import subprocess
 import sys
@@ -10,12 +15,13 @@ import pytest
 
 from pipeline.deploy.bundle import make_bundle
 from pipeline.fileio import sha256_file
+from pipeline.targets import load_target
 
 
 @pytest.fixture
 def cpu_bundle(make_run, tmp_path):
     dist = tmp_path / "dist"
-    make_bundle(make_run("arm64-cpu", accuracy=0.5), "arm64-cpu", dist)
+    make_bundle(make_run("arm64-cpu", accuracy=0.5), load_target("arm64-cpu"), dist)
     return dist
 
 
@@ -43,7 +49,9 @@ def test_runner_verifies_measures_and_writes_results(cpu_bundle, tmp_path):
     res = json.loads(out.read_text())
     assert res["verified"] is True and res["target"] == "arm64-cpu"
     assert res["device"]["machine"] and res["device"]["python"] and "nvpmodel" in res["device"]
-    assert res["runtime"]["runtime"] == "onnxruntime"
+    # the target's ONNX Runtime settings (arm64-cpu: 4 threads, CPU provider), in the same results shape
+    assert res["runtime"] == {"runtime": "onnxruntime", "version": res["runtime"]["version"],
+                              "providers": ["CPUExecutionProvider"], "intra_op_threads": 4}
     acc = res["accuracy"]
     assert acc["samples"] == 48 and acc["expected"] == 0.5
     assert acc["accuracy"] == pytest.approx(_ort_accuracy(cpu_bundle))
@@ -57,13 +65,60 @@ def test_runner_verifies_measures_and_writes_results(cpu_bundle, tmp_path):
     assert not list(cpu_bundle.rglob("__pycache__")), "the runner must not write into the verified bundle"
 
 
+def test_runner_ships_and_uses_the_runtime_modules(cpu_bundle, tmp_path):
+    """ort_runtime.py is a verbatim copy of pipeline/runtimes/ort.py; --threads overrides the target's."""
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[2]
+    assert (cpu_bundle / "ort_runtime.py").read_bytes() == (repo / "pipeline/runtimes/ort.py").read_bytes()
+    assert (cpu_bundle / "device_facts.py").read_bytes() == (repo / "pipeline/device_facts.py").read_bytes()
+    assert not (cpu_bundle / "device_sessions.py").exists()
+    out = tmp_path / "r.json"
+    # as on a device: no edgepipe package, so ort_runtime.py runs on its own fallback definitions
+    r = _run_without(cpu_bundle, "pipeline", "--out", str(out), "--threads", "1", "--no-accuracy")
+    assert r.returncode == 0, r.stderr
+    assert json.loads(out.read_text())["runtime"]["intra_op_threads"] == 1
+
+
+def _run_without(bundle, module, *args):
+    """Run the device runner with `module` hidden from imports, as on a device that lacks it."""
+    runner = str(bundle / "device_runner.py")
+    code = ("import runpy, sys; sys.modules[%r] = None; sys.argv = [%r] + %r; runpy.run_path(%r, run_name='__main__')"
+            % (module, runner, list(args), runner))
+    return subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+
+
+def test_runner_without_onnxruntime_says_what_to_install(cpu_bundle, tmp_path):
+    out = tmp_path / "r.json"
+    r = _run_without(cpu_bundle, "onnxruntime", "--out", str(out))
+    assert r.returncode == 2, r.stderr
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "Traceback" not in r.stderr and "ModuleNotFoundError" not in r.stderr
+    line = lines[0]
+    assert line.startswith("device_runner: onnxruntime is not importable (")
+    assert f"`{sys.executable} -m pip install onnxruntime`" in line
+    assert "`edgepipe deploy --remote-python`" in line and "numpy" not in line
+    assert not out.exists()
+
+
+def test_runner_without_numpy_or_onnxruntime_lists_both(cpu_bundle):
+    runner = str(cpu_bundle / "device_runner.py")
+    code = ("import runpy, sys; sys.modules['numpy'] = sys.modules['onnxruntime'] = None; sys.argv = [%r]; "
+            "runpy.run_path(%r, run_name='__main__')" % (runner, runner))
+    r = subprocess.run([sys.executable, "-I", "-c", code], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2
+    assert "numpy is not importable" in r.stderr and "onnxruntime is not importable" in r.stderr
+    assert "pip install numpy` and `" in r.stderr and "has them" in r.stderr
+
+
 def test_runner_refuses_a_tampered_file(cpu_bundle, tmp_path):
     model = cpu_bundle / "model_int8.onnx"
     expected = sha256_file(model)
     model.write_bytes(model.read_bytes() + b"\0")
     r = _run(cpu_bundle, "--out", str(tmp_path / "r.json"))
     assert r.returncode == 3
-    assert f"sha256 mismatch for model_int8.onnx on the device: expected {expected} got {sha256_file(model)}" in r.stderr
+    got = sha256_file(model)
+    assert f"sha256 mismatch for model_int8.onnx on the device: expected {expected} got {got}" in r.stderr
     assert not (tmp_path / "r.json").exists()
 
 
@@ -109,11 +164,13 @@ done
 """
 
 
+@pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not None, reason="TensorRT is installed here")
 def test_tensorrt_build_step_with_trtexec_on_a_dla_core(make_run, tmp_path):
     """The TensorRT path up to the engine: build_trtexec.sh's DLA variant runs with the chosen core and
-    static shapes, its output lands in the build log; then, with no TensorRT here, a clear failure."""
+    static shapes, its output lands in the build log; then, with no TensorRT here, one line saying what
+    to install."""
     dist = tmp_path / "agx"
-    make_bundle(make_run("jetson-agx-orin"), "jetson-agx-orin", dist)
+    make_bundle(make_run("jetson-agx-orin"), load_target("jetson-agx-orin"), dist)
     fake = tmp_path / "trtexec"
     fake.write_text(FAKE_TRTEXEC)
     fake.chmod(0o755)
@@ -125,12 +182,15 @@ def test_tensorrt_build_step_with_trtexec_on_a_dla_core(make_run, tmp_path):
     assert "fake trtexec --onnx=model_int8.onnx --saveEngine=model_int8.engine" in text
     assert "--useDLACore=1" in text and "--allowGPUFallback" in text and "--maxShapes=input:8x1x8x8" in text
     assert r.returncode == 2 and "TensorRT is not importable" in r.stderr
+    assert "sudo apt install python3-libnvinfer" in r.stderr and "--remote-python" in r.stderr
+    assert len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr
+    assert (dist / "trt_runtime.py").is_file() and not (dist / "trt_runner.py").exists()
     assert not (dist / "results.json").exists()
 
 
 def test_python_builder_failure_is_reported_with_its_log(make_run, tmp_path):
     dist = tmp_path / "nano"
-    make_bundle(make_run("jetson-orin-nano"), "jetson-orin-nano", dist)
+    make_bundle(make_run("jetson-orin-nano"), load_target("jetson-orin-nano"), dist)
     r = _run(dist, "--build", "python")
     assert r.returncode == 2 and "engine build failed (exit 3)" in r.stderr
     log = (dist / "build.log").read_text()

@@ -7,10 +7,10 @@ import sys
 
 import pytest
 
+from pipeline.build import recipe
 from pipeline.cli import main
-from pipeline.deploy import recipe
 
-pytestmark = pytest.mark.slow
+# Not marked slow: end-to-end runs of 6-35 s each (2 busy cores); `slow` is for tests over ~60 s.
 
 
 @pytest.mark.ssh
@@ -42,5 +42,12 @@ def test_config_to_jetson_bundle_without_device(digits_tiny, tmp_path, capsys):
     m = json.loads((dist / "manifest.json").read_text())
     assert m["target"]["name"] == "jetson-orin-nano" and m["runtime"] == "tensorrt"
     recipe.check_qdq_for_tensorrt(dist / "model_int8.onnx")  # S8S8, symmetric, float biases
-    assert {"trt_builder.py", "trt_runner.py", "build_trtexec.sh", "device_runner.py"} <= set(m["files"])
+    assert {"trt_builder.py", "trt_runtime.py", "build_trtexec.sh", "device_runner.py"} <= set(m["files"])
+    assert m["target_alias"] == "jetson"
+    run = json.loads((out / "manifest.json").read_text())
+    assert run["target"] == "jetson-orin-nano" and run["target_alias"] == "jetson"
+    # the build stage recorded the same device commands the bundle ships
+    build = next(s for s in run["stages"] if s["name"] == "build")["metrics"]
+    assert build["trtexec"] == m["build"]["trtexec_argv"]
+    assert build["device_build_command"][2:] == m["build"]["python_args"]
     assert not any("DLA" in a for a in m["build"]["trtexec_argv"])

@@ -103,7 +103,8 @@ def test_budget_exceeded_on_the_device_exits_1(make_run, sshd, tmp_path, monkeyp
 
     tdir = tmp_path / "targets"
     tdir.mkdir()
-    text = (targets_dir() / "arm64-cpu.yaml").read_text().replace("latency_budget_ms: 20.0", "latency_budget_ms: 0.000001")
+    text = (targets_dir() / "arm64-cpu.yaml").read_text()
+    text = text.replace("latency_budget_ms: 20.0", "latency_budget_ms: 0.000001")
     (tdir / "arm64-cpu.yaml").write_text(text)
     monkeypatch.setenv("EDGEPIPE_TARGETS", str(tdir))
     dist = tmp_path / "dist"

@@ -1,4 +1,4 @@
-"""TorchRunner: torch.export .pt2 files and module:function factories with weights."""
+"""TorchRuntime: torch.export .pt2 files and module:function factories with weights."""
 
 import textwrap
 
@@ -6,9 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from pipeline.errors import UserError
-from pipeline.runtimes.base import RunnerOptions, open_runner
-from pipeline.runtimes.pyt import TorchRunner
+from pipeline.runtimes.base import RuntimeFailure, RuntimeOptions, open_runtime
+from pipeline.runtimes.pyt import TorchRuntime
 
 
 class Net(torch.nn.Module):
@@ -26,16 +25,17 @@ def test_pt2(tmp_path):
     ep = torch.export.export(net, (torch.randn(2, 4),))
     path = tmp_path / "net.pt2"
     torch.export.save(ep, str(path))
-    r = open_runner(str(path), options=RunnerOptions(threads=1))
-    assert isinstance(r, TorchRunner)
-    r.open()
-    (spec,) = r.inputs()
-    assert spec.shape == (2, 4) and spec.dtype == "float32"
-    x = np.ones((2, 4), np.float32)
-    (y,) = r.infer({spec.name: x})
-    np.testing.assert_allclose(y, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
-    assert r.describe()["device"] == "cpu" and r.last_device_ms is None
-    r.close()
+    rt = open_runtime(str(path), "pt", RuntimeOptions(threads=1))
+    assert isinstance(rt, TorchRuntime) and rt.supports_trtexec is False
+    with rt:
+        (spec,) = rt.inputs()
+        assert spec.shape == (2, 4) and spec.dtype == "float32"
+        x = np.ones((2, 4), np.float32)
+        (y,) = rt.infer({spec.name: x})
+        np.testing.assert_allclose(y, net(torch.from_numpy(x)).detach().numpy(), rtol=1e-5)
+        assert rt.describe()["device"] == "cpu" and rt.last_device_ms is None
+    with pytest.raises(RuntimeFailure, match="before open"):
+        rt.infer({spec.name: x})
     # the same file through `edgepipe bench`
     import json
 
@@ -85,26 +85,39 @@ def test_factory_with_weights(tmp_path, factory, fmt):
     else:
         w = tmp_path / "w.pt"
         torch.save(net.state_dict(), str(w))
-    r = TorchRunner(factory, RunnerOptions(extra={"weights": str(w), "input_shape": (1, 4)}))
-    r.open()
-    assert r.inputs()[0].shape == (1, 4)
-    (y,) = r.infer({"input": np.ones((1, 4), np.float32)})
+    with TorchRuntime(factory, RuntimeOptions(weights=w, input_shape=(1, 4))) as rt:
+        assert rt.inputs()[0].shape == (1, 4)
+        (y,) = rt.infer({"input": np.ones((1, 4), np.float32)})
     np.testing.assert_allclose(y, np.full((1, 3), 3.0))
 
 
-def test_errors(tmp_path, factory):
-    with pytest.raises(UserError, match="not found"):
-        TorchRunner(str(tmp_path / "none.pt2")).open()
-    with pytest.raises(UserError, match="could not be imported"):
-        TorchRunner("no_such_module_xyz:make").open()
-    with pytest.raises(UserError, match="weights file not found"):
-        TorchRunner(factory, RunnerOptions(extra={"weights": str(tmp_path / "w.pt")})).open()
+def test_errors_are_runtime_failures(tmp_path, factory):
+    with pytest.raises(RuntimeFailure, match="not found"):
+        TorchRuntime(str(tmp_path / "none.pt2")).open()
+    with pytest.raises(RuntimeFailure, match="could not be imported"):
+        TorchRuntime("no_such_module_xyz:make").open()
+    with pytest.raises(RuntimeFailure, match="weights file not found"):
+        TorchRuntime(factory, RuntimeOptions(weights=str(tmp_path / "w.pt"))).open()
     bad = tmp_path / "bad.pt"
     torch.save({"other": torch.zeros(1)}, str(bad))
-    with pytest.raises(UserError, match="do not fit"):
-        TorchRunner(factory, RunnerOptions(extra={"weights": str(bad)})).open()
-    with pytest.raises(UserError, match="device"):
-        TorchRunner(factory, RunnerOptions(device="tpu")).open()
+    with pytest.raises(RuntimeFailure, match="do not fit"):
+        TorchRuntime(factory, RuntimeOptions(weights=str(bad))).open()
+    with pytest.raises(RuntimeFailure, match="device"):
+        RuntimeOptions(device="tpu")
     if not torch.cuda.is_available():
-        with pytest.raises(UserError, match="CUDA is not available"):
-            TorchRunner(factory, RunnerOptions(device="cuda")).open()
+        with pytest.raises(RuntimeFailure, match="CUDA is not available"):
+            TorchRuntime(factory, RuntimeOptions(device="cuda")).open()
+
+
+def test_runtime_imports_no_pipeline_part_above_it():
+    """pyt.py loads weights through the base layer (pipeline.safeload), not pipeline.models."""
+    import ast
+    from pathlib import Path
+
+    import pipeline.runtimes.pyt as pyt
+
+    tree = ast.parse(Path(pyt.__file__).read_text())
+    mods = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    mods |= {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert {m for m in mods if m.startswith("pipeline")} <= {"pipeline.errors", "pipeline.safeload",
+                                                              "pipeline.runtimes.base"}

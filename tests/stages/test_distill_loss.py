@@ -37,7 +37,8 @@ def test_unlabeled_batch_learns_from_teacher_alone():
 
 def test_student_matching_teacher_has_zero_kd_loss():
     t = torch.randn(6, 4)
-    assert float(_loss(t.clone(), torch.zeros(6, dtype=torch.long), torch.zeros(6, dtype=torch.bool), t, 4.0, 0.3, F)) < 1e-6
+    no_labels = torch.zeros(6, dtype=torch.bool)
+    assert float(_loss(t.clone(), torch.zeros(6, dtype=torch.long), no_labels, t, 4.0, 0.3, F)) < 1e-6
 
 
 def test_labeled_subset_is_stratified_and_sized():

@@ -13,7 +13,8 @@ from pipeline.stages.common import classifier_layers
 
 def prune(model, ratio, example):
     pruner = tp.pruner.MetaPruner(model, example, importance=tp.importance.GroupMagnitudeImportance(p=2),
-                                  pruning_ratio=ratio, ignored_layers=classifier_layers(model, 3 if hasattr(model, "head") else 10))
+                                  pruning_ratio=ratio,
+                                  ignored_layers=classifier_layers(model, 3 if hasattr(model, "head") else 10))
     pruner.step()
     return model.eval()
 

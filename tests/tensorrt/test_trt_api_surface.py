@@ -1,4 +1,4 @@
-"""Every TensorRT API our builder and runner call exists in each TensorRT version we claim (10.x, 11.x).
+"""Every TensorRT API our builder and TrtRuntime call exists in each TensorRT version we claim (10.x, 11.x).
 
 Checked against NVIDIA's real Python bindings (tensorrt-cu12-bindings wheels, installed per version by
 tools/install_trt_check.sh), imported against a stub C library compiled here, so no GPU or TensorRT
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 sys.path.insert(0, str(Path(__file__).parent))
-import trt_api_helpers as h  # noqa: E402
+import trt_api_helpers as h
 
 # The versions we claim: JetPack 6.x (10.3), JetPack 7.2 (10.16), x86 GPUs (11.x).
 CLAIMED = ("10.3.0", "10.16.1.11", "11.4.0.106")
@@ -58,7 +58,8 @@ def test_scan_sees_the_calls_we_make() -> None:
 
 def test_scan_flags_an_unguarded_removed_api(tmp_path: Path) -> None:
     src = tmp_path / "bad.py"
-    src.write_text("def f(trt, config):\n    config.set_flag(trt.BuilderFlag.FP16)\n    config.max_workspace_size = 1\n")
+    src.write_text("def f(trt, config):\n    config.set_flag(trt.BuilderFlag.FP16)\n"
+                   "    config.max_workspace_size = 1\n")
     direct, probed = h.scan([src])
     assert ("BuilderFlag", "FP16") in direct
     assert ("IBuilderConfig", "max_workspace_size") in direct
@@ -115,9 +116,9 @@ def test_precision_plan_per_version(surfaces: dict[str, dict]) -> None:
     assert any("ONNX's own tensor types" in n for n in plans["fp16=True,dla=False"]["notes"])
 
 
-@pytest.mark.parametrize("path", h.SCANNED_SOURCES, ids=lambda p: p.name)
+@pytest.mark.parametrize("path", h.STANDALONE_SOURCES, ids=lambda p: p.name)
 def test_portable_to_the_device(path: Path) -> None:
-    # These two files run on the Jetson: Python 3.8 syntax, and only stdlib/numpy imported at top level
+    # These files run on the device: Python 3.8 syntax, and only stdlib/numpy imported at top level
     # (pipeline imports only inside try/except ImportError).
     src = path.read_text()
     tree = ast.parse(src, feature_version=(3, 8))

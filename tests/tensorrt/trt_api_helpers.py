@@ -18,9 +18,15 @@ from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
 STUB_SOURCE = Path(__file__).with_name("stub_nvinfer.c")
-# The files whose TensorRT calls must exist in every version we claim (builder and runner).
+# The files whose TensorRT calls must exist in every version we claim (builder, its plan, TrtRuntime).
 SCANNED_SOURCES = [REPO / "pipeline" / "build" / "trt_builder.py", REPO / "pipeline" / "build" / "trt_plan.py",
                    REPO / "pipeline" / "runtimes" / "trt.py"]
+# Every file a deploy bundle ships to run on the device without edgepipe (bundle name in the comment).
+STANDALONE_SOURCES = SCANNED_SOURCES + [
+    REPO / "pipeline" / "runtimes" / "ort.py",  # ort_runtime.py (trt.py ships as trt_runtime.py)
+    REPO / "pipeline" / "device_facts.py",
+    REPO / "pipeline" / "deploy" / "device" / "device_runner.py",
+]
 PROBE_FUNCTIONS = {"hasattr", "getattr", "_member"}
 MODULE = "<module>"
 

@@ -4,6 +4,9 @@ Latency numbers are only comparable at the same power mode and clocks, so on a J
 board model, the L4T release, `nvpmodel -q` and `jetson_clocks --show` with the results: the raw text
 and what it says (`jetson`: power mode name and id, clocks pinned or not, L4T release). The parsers
 are tested on outputs posted from real boards (tests/fixtures/jetson/SOURCES.md).
+
+Base layer, standard library only: `pipeline.bench.fingerprint` uses the parsers on the host, and deploy
+bundles ship this file as `device_facts.py` for the device runner.
 """
 
 from __future__ import annotations
@@ -32,7 +35,7 @@ def _run(argv: list, timeout: float = 10.0) -> str:
     try:
         p = subprocess.run(argv, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, timeout=timeout)
     except (OSError, subprocess.SubprocessError) as e:
-        return "<{}: {}>".format(type(e).__name__, e)
+        return f"<{type(e).__name__}: {e}>"
     return p.stdout.decode("utf-8", "replace").strip()
 
 
@@ -44,7 +47,7 @@ def parse_l4t(text: str) -> dict:
     """
     m = re.search(r"R(\d+)\s*\(release\),\s*REVISION:\s*(\d+(?:\.\d+)*)", text or "")
     board = re.search(r"BOARD:\s*([^,\s]+)", text or "")
-    return {"release": "{}.{}".format(m.group(1), m.group(2)) if m else None,
+    return {"release": f"{m.group(1)}.{m.group(2)}" if m else None,
             "major": int(m.group(1)) if m else None, "board": board.group(1) if board else None}
 
 
@@ -61,7 +64,7 @@ def parse_nvpmodel(text: str) -> dict:
         if not m:
             continue
         mode_id = int(m.group(1)) if m.group(1) else None
-        nxt = next((l.strip() for l in lines[i + 1:] if l.strip()), "")
+        nxt = next((ln.strip() for ln in lines[i + 1:] if ln.strip()), "")
         if mode_id is None and re.fullmatch(r"\d+", nxt):
             mode_id = int(nxt)
         return {"name": m.group(2), "id": mode_id}

@@ -1,4 +1,4 @@
-"""Run the stages in registry order with caching, and write `manifest.json`.
+"""The run loop: run the stages in registry order with caching, and write `manifest.json`.
 
 Each stage works in a scratch folder (`DIR/.work/<stage>`); only when it succeeds is its record
 written and the folder swapped in as `DIR/<stage>`. A failed or interrupted stage therefore leaves
@@ -10,17 +10,20 @@ from __future__ import annotations
 import shutil
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from pipeline import __version__
 from pipeline.cache import keep, load_record, restore, save_record, shared_store, stage_key, tool_versions
 from pipeline.errors import UserError
 from pipeline.fileio import atomic_path, sha256_file, write_bytes, write_json
-from pipeline.stages import STAGES
+from pipeline.stages import STAGES, StageEntry
 from pipeline.stages.base import Artifact, StageInputs
+from pipeline.stages.final import final_record
+from pipeline.targets import Target, load_target
+from pipeline.version import __version__
 
 
 def _logger(quiet: bool) -> Callable[..., None]:
@@ -41,13 +44,14 @@ def _logger(quiet: bool) -> Callable[..., None]:
         return lambda msg, markup=False: print(msg, file=sys.stderr, flush=True)
 
 
-def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: bool = False, quiet: bool = False) -> dict:
+def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo", force: bool = False,
+                 quiet: bool = False) -> dict:
     """Run every stage for `target` into `out_dir`, reusing finished stages.
 
     Args:
         config_path: the pipeline YAML.
-        target: a target name from `targets/` or a target file path.
-        out_dir: the run directory.
+        target: a loaded Target, or a target name / alias from `targets/` or a target file path.
+        out_dir: the run directory (created; an existing file there is a UserError).
         force: redo every stage even when its cache is valid.
         quiet: no progress output.
     Returns:
@@ -55,14 +59,13 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
     """
     from pipeline.config import load_config
     from pipeline.data import load_data
-    from pipeline.targets import load_target
 
     log = _logger(quiet)
     cfg, base = load_config(config_path)
-    tgt = load_target(target)
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}", markup=True)
+    tgt = target if isinstance(target, Target) else load_target(target)
+    out = make_folder(out_dir, "--out")
+    log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}",
+        markup=True)
     data = _with_num_classes(load_data(cfg.data, base), cfg.num_classes, config_path)
     _check_models_fit(cfg, data, base)
     _save_eval_data(out, data)
@@ -75,57 +78,98 @@ def run_pipeline(config_path, target: str = "cpu", out_dir="runs/demo", force: b
     total0 = time.perf_counter()
     for entry in STAGES:
         section = getattr(cfg, entry.config_key) if entry.config_key else None
-        parts = {
+        key = stage_key({
             "stage": entry.name, **common,
-            # the teacher's training does not depend on the student: changing the student keeps it
-            "student": student_id if entry.name != "train_teacher" else None,
+            "student": student_id if entry.uses_student else None,
             "config": section.model_dump() if section is not None else None,
             "extra": {k: getattr(cfg, k).model_dump() for k in entry.extra_config},
             "inputs": {n: {r: sha256_file(p) for r, p in artifacts[n].files.items()} for n in entry.needs},
             "target": tgt.model_dump() if entry.uses_target else None,
             "environment": entry.environment_facts(tgt),
-        }
-        key = stage_key(parts)
+        })
         stage_dir = out / entry.name
-        rec = None if force else load_record(stage_dir, key)
-        work = out / ".work" / entry.name
-        if rec is None and not force and restore(store, key, work):
-            _swap_in(work, stage_dir)  # finished by a sibling run folder with the same inputs
-            rec = load_record(stage_dir, key)
-        if rec is not None:
-            art = Artifact({r: stage_dir / f["path"] for r, f in rec["files"].items()}, rec["primary"], rec["metrics"],
-                           rec["status"])
+        art = None if force else _cached(entry, key, stage_dir, out / ".work" / entry.name, store)
+        if art is not None:
             artifacts[entry.name] = art
             records.append(_manifest_stage(entry.name, "cached", 0.0, art, out))
             log(f"[green]✓[/green] {entry.name}: cached", markup=True)
             continue
         log(f"[bold cyan]▶ {entry.name}[/bold cyan]: {entry.description}", markup=True)
-        shutil.rmtree(work, ignore_errors=True)
-        work.mkdir(parents=True)
         inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log)
-        t0 = time.perf_counter()
         try:
-            art = entry.load()(inputs, section, work)
+            art, seconds = _run_stage(entry, inputs, section, key, out, store)
         except BaseException:
-            shutil.rmtree(work, ignore_errors=True)
             _write_manifest(out, tgt, cfg, config_path, records, versions, None, failed=entry.name)
             raise
-        seconds = time.perf_counter() - t0
-        files = {r: Path(p) for r, p in art.files.items()}
-        save_record(work, key, files, art.primary, art.metrics, art.status, seconds)
-        _swap_in(work, stage_dir)
-        keep(store, key, stage_dir)
-        art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
         artifacts[entry.name] = art
         records.append(_manifest_stage(entry.name, art.status, seconds, art, out))
         log(f"[green]✓[/green] {entry.name}: {art.status} in {seconds:.1f} s", markup=True)
     shutil.rmtree(out / ".work", ignore_errors=True)
-    final = _final(out, artifacts, data, tgt)
+    final = final_record(artifacts, out, data, tgt)
     manifest = _write_manifest(out, tgt, cfg, config_path, records, versions, final)
     manifest["pipeline_seconds"] = round(time.perf_counter() - total0, 2)
     log(f"[bold green]done[/bold green] in {manifest['pipeline_seconds']:.1f} s: final accuracy "
-        f"{final['accuracy'] * 100:.2f}%, p50 {final['latency_ms']['p50']:.3f} ms → {out / 'manifest.json'}", markup=True)
+        f"{final['accuracy'] * 100:.2f}%, p50 {final['latency_ms']['p50']:.3f} ms → {out / 'manifest.json'}",
+        markup=True)
     return manifest
+
+
+def make_folder(path: Any, flag: str) -> Path:
+    """Create the folder `path` (and its parents) for a command-line option.
+
+    Args:
+        path: the folder.
+        flag: the option that named it, for the message (e.g. "--out").
+    Returns:
+        The folder.
+    Raises:
+        UserError: `path`, or a folder above it, is a file.
+    """
+    p = Path(path)
+    if p.exists() and not p.is_dir():
+        raise UserError(f"{flag} {p} is a file; give a folder (new, or an earlier run's)")
+    try:
+        p.mkdir(parents=True, exist_ok=True)
+    except (FileExistsError, NotADirectoryError):
+        raise UserError(f"{flag} {p}: a part of this path is a file, not a folder") from None
+    return p
+
+
+def _cached(entry: StageEntry, key: str, stage_dir: Path, work: Path, store: Path) -> Artifact | None:
+    """The stage's artifact from its run folder or the shared store when its key matches, else None."""
+    rec = load_record(stage_dir, key)
+    if rec is None and restore(store, key, work):
+        _swap_in(work, stage_dir)  # finished by a sibling run folder with the same inputs
+        rec = load_record(stage_dir, key)
+    if rec is None:
+        return None
+    try:
+        metrics = entry.metrics.from_dict(rec["metrics"])
+    except (TypeError, KeyError, ValueError):  # recorded by another edgepipe version: redo the stage
+        return None
+    return Artifact({r: stage_dir / f["path"] for r, f in rec["files"].items()}, rec["primary"], metrics,
+                    rec["status"])
+
+
+def _run_stage(entry: StageEntry, inputs: StageInputs, section: Any, key: str, out: Path,
+               store: Path) -> tuple[Artifact, float]:
+    """Run one stage in its scratch folder, record it, swap it in and keep it in the store."""
+    work, stage_dir = out / ".work" / entry.name, out / entry.name
+    shutil.rmtree(work, ignore_errors=True)
+    work.mkdir(parents=True)
+    t0 = time.perf_counter()
+    try:
+        art = entry.load()(inputs, section, work)
+    except BaseException:
+        shutil.rmtree(work, ignore_errors=True)
+        raise
+    seconds = time.perf_counter() - t0
+    files = {r: Path(p) for r, p in art.files.items()}
+    save_record(work, key, files, art.primary, art.metrics.to_dict(), art.status, seconds)
+    _swap_in(work, stage_dir)
+    keep(store, key, stage_dir)
+    art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
+    return art, seconds
 
 
 def _swap_in(work: Path, stage_dir: Path) -> None:
@@ -195,9 +239,8 @@ def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
 def _save_eval_data(out: Path, data: Any) -> None:
     for name, arrays in (("eval", {"x": data.test_x, "y": data.test_y}), ("calib", {"x": data.train_x[:256]})):
         path = out / "data" / f"{name}.npz"
-        with atomic_path(path) as tmp:
-            with open(tmp, "wb") as f:
-                np.savez(f, **arrays)
+        with atomic_path(path) as tmp, open(tmp, "wb") as f:
+            np.savez(f, **arrays)
 
 
 def _manifest_stage(name: str, status: str, seconds: float, art: Artifact, out: Path) -> dict:
@@ -205,33 +248,13 @@ def _manifest_stage(name: str, status: str, seconds: float, art: Artifact, out: 
             "seconds": round(seconds, 3),
             "artifact": {"path": str(art.path.relative_to(out)), "sha256": sha256_file(art.path)},
             "files": {r: str(p.relative_to(out)) for r, p in art.files.items()},
-            "metrics": art.metrics}
-
-
-def _final(out: Path, artifacts: dict[str, Artifact], data: Any, tgt: Any) -> dict:
-    q = artifacts["quantize"]
-    bm = artifacts["benchmark"].metrics
-    lat = bm["latency"]["final_int8"][str(bm["batch"])]
-    c, h, w = data.input_shape
-    return {
-        "path": str(q.path.relative_to(out)), "sha256": sha256_file(q.path),
-        "input": {"name": "input", "shape": [tgt.profile.opt_batch, c, h, w], "dtype": "float32", "layout": "NCHW",
-                  "mean": data.mean, "std": data.std, "dynamic_batch": True,
-                  "batch_range": [tgt.profile.min_batch, tgt.profile.max_batch], "preprocessing": data.description},
-        "output": {"name": "logits", "shape": [tgt.profile.opt_batch, data.num_classes], "dtype": "float32"},
-        "accuracy": q.metrics["accuracy"], "teacher_accuracy": artifacts["train_teacher"].metrics["accuracy"],
-        "latency_ms": {k: lat[k] for k in ("p50", "p90", "p99")}, "latency_batch": bm["batch"],
-        "runtime": "onnxruntime", "latency_measured_on": "host CPU (ONNX Runtime)",
-        "target_runtime": tgt.runtime, "latency_budget_ms": tgt.latency_budget_ms,
-        "teacher_onnx": str(artifacts["export"].files["teacher"].relative_to(out)),
-        "teacher_latency_ms": {k: bm["latency"]["teacher_fp32"][str(bm["batch"])][k] for k in ("p50", "p90", "p99")},
-        "eval_data": "data/eval.npz", "report": str(artifacts["report"].path.relative_to(out)),
-    }
+            "metrics": art.metrics.to_dict()}
 
 
 def _write_manifest(out, tgt, cfg, config_path, records, versions, final, failed=None) -> dict:
     manifest = {
-        "edgepipe_version": __version__, "target": tgt.name, "config": str(config_path), "name": cfg.name,
+        "edgepipe_version": __version__, "target": tgt.name, "target_alias": tgt.alias, "config": str(config_path),
+        "name": cfg.name,
         "complete": final is not None, "failed_stage": failed, "stages": records, "final": final,
         "versions": {**versions, "python": sys.version.split()[0]},
     }
@@ -242,4 +265,4 @@ def _write_manifest(out, tgt, cfg, config_path, records, versions, final, failed
     return manifest
 
 
-__all__ = ["run_pipeline"]
+__all__ = ["make_folder", "run_pipeline"]

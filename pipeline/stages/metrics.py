@@ -1,0 +1,228 @@
+"""Each stage's measured numbers as a frozen dataclass: `Artifact.metrics`.
+
+`to_dict()` gives the JSON that `stage.json` and the manifest record (same keys, same order as the
+stages always wrote; an optional field that is None is left out), `from_dict()` reads it back (a cached
+stage). Later stages and the final record read these typed fields, never each other's raw dicts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from dataclasses import dataclass, field
+from typing import Any
+
+from pipeline.targets import QuantScheme
+
+
+def optional(default: Any = None) -> Any:
+    """A field left out of `to_dict()` while it is None (a metric only some runs have)."""
+    return field(default=default, metadata={"omit_if_none": True})
+
+
+@dataclass(frozen=True, kw_only=True)
+class Metrics:
+    """Base: the JSON round trip shared by every stage's metrics."""
+
+    def to_dict(self) -> dict[str, Any]:
+        """The JSON-able dict (field order; nested metrics and specs as dicts)."""
+        out = {}
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if value is None and f.metadata.get("omit_if_none"):
+                continue
+            out[f.name] = _plain(value)
+        return out
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Any:
+        """Read `to_dict()`'s output back.
+
+        Args:
+            data: a recorded metrics dict.
+        Returns:
+            An instance of `cls`.
+        Raises:
+            TypeError: a key this class does not have, or a required one missing.
+        """
+        hints = typing.get_type_hints(cls)
+        names = {f.name for f in dataclasses.fields(cls)}
+        unknown = set(data) - names
+        if unknown:
+            raise TypeError(f"{cls.__name__}: unknown metrics {sorted(unknown)}")
+        return cls(**{k: _typed(hints[k], v) for k, v in data.items()})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, Metrics):
+        return value.to_dict()
+    if hasattr(value, "model_dump"):
+        return value.model_dump()
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    return value
+
+
+def _typed(hint: Any, value: Any) -> Any:
+    """Rebuild a nested Metrics or pydantic spec from its dict; anything else stays as recorded."""
+    if value is None:
+        return None
+    for cand in (hint, *typing.get_args(hint)):
+        if isinstance(cand, type) and issubclass(cand, Metrics):
+            return cand.from_dict(value)
+        if isinstance(cand, type) and hasattr(cand, "model_validate"):
+            return cand.model_validate(value)
+    return value
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainTeacherMetrics(Metrics):
+    """The teacher: where it came from, its held-out and validation accuracy, size."""
+
+    source: str  # "trained here" or "weights <file>"
+    train: dict | None = optional()  # epochs, final loss, val accuracy (when trained here)
+    accuracy: float
+    val_accuracy: float
+    params: int
+    macs: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class LabelScarce(Metrics):
+    """KD against scratch with only a fraction of the labels."""
+
+    labeled_fraction: float
+    labeled_images: int
+    kd_accuracy: float
+    scratch_accuracy: float
+    kd_gain_pp: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class DistillMetrics(Metrics):
+    """The distilled student, and the from-scratch baselines it is compared with."""
+
+    temperature: float
+    alpha: float
+    accuracy: float
+    params: int
+    macs: int
+    labeled_images: int
+    images: int
+    scratch_accuracy: float | None = optional()
+    kd_gain_pp: float | None = optional()
+    label_scarce: LabelScarce | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class PruneMetrics(Metrics):
+    """Size and accuracy before and after structured pruning (+ KD fine-tune)."""
+
+    ratio: float
+    params_before: int
+    macs_before: int
+    accuracy_before: float
+    params: int
+    macs: int
+    accuracy: float
+    pruned: bool
+    params_reduction: float | None = optional()
+    macs_reduction: float | None = optional()
+
+
+@dataclass(frozen=True, kw_only=True)
+class OnnxExport(Metrics):
+    """One exported ONNX: graph size, parity with PyTorch, accuracy, file size."""
+
+    nodes_before: int
+    nodes_after: int
+    opset: int
+    simplified: bool
+    parity_vs_torch: dict  # max_abs_diff, top1_agreement, samples
+    accuracy: float
+    file_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class ExportMetrics(Metrics):
+    """The student's and the teacher's FP32 ONNX; `accuracy` is the student's."""
+
+    student: OnnxExport
+    teacher: OnnxExport
+    accuracy: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class QuantizeMetrics(Metrics):
+    """The INT8 model that passed: accuracy against FP32, the scheme, and every attempt made."""
+
+    accuracy: float
+    accuracy_fp32: float
+    drop_pp: float
+    top1_agreement: float
+    max_abs_diff: float
+    excluded_nodes: list
+    attempts: list
+    scheme: QuantScheme
+    method: str
+    calibration_samples: int
+    file_bytes: int
+
+
+@dataclass(frozen=True, kw_only=True)
+class BuildMetrics(Metrics):
+    """The target build: the engine's facts when built, else why not; the device's build commands."""
+
+    device_build_command: list | None = optional()
+    parity: dict | None = optional()  # engine vs ONNX Runtime
+    trtexec: list | None  # recorded even when None (an ONNX Runtime target)
+    build: dict | None = optional()
+    summary: str | None = optional()
+    reason: str | None = optional()
+
+    @property
+    def note(self) -> str:
+        """One line for the report: why nothing was built, or what was."""
+        return self.reason or self.summary or ""
+
+
+@dataclass(frozen=True, kw_only=True)
+class LatencySummary(Metrics):
+    """Latency of one model at one batch size, in ms."""
+
+    p50: float
+    p90: float
+    p99: float
+    throughput_ips: float
+    cv: float
+
+
+@dataclass(frozen=True, kw_only=True)
+class BenchmarkMetrics(Metrics):
+    """Host latency of teacher, student and final model per batch; `batch` is the headline batch."""
+
+    latency: dict  # label -> batch (str) -> LatencySummary
+    batch: int
+    speedup_p50_vs_teacher: float
+    threads: Any  # the intra-op threads the runs used, as the environment fingerprint recorded them
+
+    def at(self, label: str, batch: int | None = None) -> LatencySummary | None:
+        """The latency of model `label` ("teacher_fp32", "student_fp32", "final_int8") at `batch` (default:
+        the headline batch), or None when it was not measured."""
+        return self.latency.get(label, {}).get(str(self.batch if batch is None else batch))
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> BenchmarkMetrics:
+        """See `Metrics.from_dict`."""
+        latency = {label: {b: LatencySummary.from_dict(s) for b, s in per.items()}
+                   for label, per in data.get("latency", {}).items()}
+        return super().from_dict(dict(data, latency=latency))
+
+
+@dataclass(frozen=True, kw_only=True)
+class ReportMetrics(Metrics):
+    """How many rows the report has."""
+
+    rows: int
