@@ -47,8 +47,8 @@ TRT_OBJECT_NAMES = {
 }
 
 
-try:  # inside the edgepipe package
-    from pipeline.build.trt_plan import (  # re-exported: callers import them from here
+try:  # inside the edgepipe package (names re-exported: callers import them from here)
+    from pipeline.build.trt_plan import (
         BuildError,
         BuildOptions,
         _member,

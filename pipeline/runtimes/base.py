@@ -146,6 +146,12 @@ def _one_of(name: str, value: Any, allowed: Sequence[str]) -> None:
 
 
 RUNTIMES = ("onnxruntime", "tensorrt", "pytorch")
+# Each runtime's class, imported only when a model is opened with it (heavy libraries stay unloaded).
+RUNTIME_CLASSES = {
+    "onnxruntime": ("pipeline.runtimes.ort", "OrtRuntime"),
+    "tensorrt": ("pipeline.runtimes.trt", "TrtRuntime"),
+    "pytorch": ("pipeline.runtimes.pyt", "TorchRuntime"),
+}
 # The names people type for each runtime (matched case-insensitively).
 RUNTIME_ALIASES = {
     "onnxruntime": "onnxruntime", "ort": "onnxruntime", "onnxrt": "onnxruntime", "onnx": "onnxruntime",
@@ -202,16 +208,8 @@ def open_runtime(model: str, runtime: str | None = None, options: RuntimeOptions
     Raises:
         RuntimeFailure: unknown runtime name or extension.
     """
+    import importlib
+
     name = canonical_runtime(runtime) if runtime else runtime_for_path(model)
-    options = options or RuntimeOptions()
-    if name == "onnxruntime":
-        from pipeline.runtimes.ort import OrtRuntime
-
-        return OrtRuntime(model, options)
-    if name == "tensorrt":
-        from pipeline.runtimes.trt import TrtRuntime
-
-        return TrtRuntime(model, options)
-    from pipeline.runtimes.pyt import TorchRuntime
-
-    return TorchRuntime(model, options)
+    module, cls = RUNTIME_CLASSES[name]
+    return getattr(importlib.import_module(module), cls)(model, options or RuntimeOptions())
