@@ -106,14 +106,13 @@ benchmark: {warmup: 2, iterations: 200, batches: [1]}
 """
 
 
-@pytest.fixture()
-def external_project(tmp_path: Path) -> Path:
-    """A user's project folder: models.py, npz data and config.yaml; returns the config path."""
-    (tmp_path / "models.py").write_text(EXTERNAL_MODELS)
-    synthetic_npz(tmp_path, 192, 0, "train")
-    synthetic_npz(tmp_path, 64, 1, "val")
-    synthetic_npz(tmp_path, 64, 2, "test")
-    cfg = tmp_path / "config.yaml"
+def write_external_project(d: Path) -> Path:
+    """Write a user's project into `d`: models.py, train/val/test npz and config.yaml; returns the config."""
+    (d / "models.py").write_text(EXTERNAL_MODELS)
+    synthetic_npz(d, 192, 0, "train")
+    synthetic_npz(d, 64, 1, "val")
+    synthetic_npz(d, 64, 2, "test")
+    cfg = d / "config.yaml"
     cfg.write_text(
         "name: external\n"
         'teacher: {factory: "models:make_teacher"}\n'
@@ -121,6 +120,12 @@ def external_project(tmp_path: Path) -> Path:
         "data: {train: train.npz, val: val.npz, test: test.npz}\n" + TINY_STAGES
     )
     return cfg
+
+
+@pytest.fixture()
+def external_project(tmp_path: Path) -> Path:
+    """A user's project folder: models.py, npz data and config.yaml; returns the config path."""
+    return write_external_project(tmp_path)
 
 
 @pytest.fixture()
@@ -175,18 +180,7 @@ def make_tiny_onnx():
 def external_project_shared(tmp_path_factory) -> Path:
     """`external_project`'s files made once per session, for tests that only read them (stage tests)."""
     d = tmp_path_factory.mktemp("external_project")
-    (d / "models.py").write_text(EXTERNAL_MODELS)
-    synthetic_npz(d, 192, 0, "train")
-    synthetic_npz(d, 64, 1, "val")
-    synthetic_npz(d, 64, 2, "test")
-    cfg = d / "config.yaml"
-    cfg.write_text(
-        "name: external\n"
-        'teacher: {factory: "models:make_teacher"}\n'
-        'student: {factory: "models:make_student"}\n'
-        "data: {train: train.npz, val: val.npz, test: test.npz}\n" + TINY_STAGES
-    )
-    return cfg
+    return write_external_project(d)
 
 
 # --- Skipped tests, listed last -------------------------------------------------------------------
