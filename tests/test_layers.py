@@ -18,7 +18,7 @@ PKG = ROOT / "pipeline"
 # Lowest first; a module may import its own layer or any layer listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("pipeline.version", "pipeline.errors", "pipeline.fileio", "pipeline.validation", "pipeline.safeload",
-              "pipeline.device_facts", "pipeline.preprocess")),
+              "pipeline.device_facts", "pipeline.preprocess", "pipeline.isa")),
     ("specs", ("pipeline.targets", "pipeline.config")),
     ("runtimes", ("pipeline.runtimes",)),
     ("tools", ("pipeline.build", "pipeline.bench", "pipeline.models", "pipeline.data", "pipeline.datasets",
