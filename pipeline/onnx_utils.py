@@ -82,6 +82,43 @@ def ort_logits(path_or_session: Any, x: np.ndarray, batch_size: int = 64) -> np.
     return np.concatenate(outs)
 
 
+def compare_stream(batches: Any, ref: Any, new: Any) -> dict:
+    """Compare two models batch by batch over a stream of labeled images (memory: one batch).
+
+    Args:
+        batches: iterable of `(x, y[, ...])` batches (numpy arrays or torch tensors; y < 0 = unlabeled).
+        ref: callable x (numpy float32 NCHW) -> logits (numpy), e.g. the FP32 model.
+        new: the same for the model under test, or None to measure `ref` alone.
+    Returns:
+        {"accuracy_ref", "accuracy_new", "max_abs_diff", "top1_agreement", "samples"} (the `new` keys only
+        when `new` is given); accuracies over the labeled images.
+    """
+    n = labeled = correct_ref = correct_new = agree = 0
+    max_diff = 0.0
+    for batch in batches:
+        x = np.ascontiguousarray(_numpy(batch[0]), dtype=np.float32)
+        y = _numpy(batch[1]).astype(np.int64)
+        r = np.asarray(ref(x))
+        lab = y >= 0
+        n, labeled = n + len(x), labeled + int(lab.sum())
+        correct_ref += int((r.argmax(1) == y)[lab].sum())
+        if new is not None:
+            g = np.asarray(new(x))
+            correct_new += int((g.argmax(1) == y)[lab].sum())
+            agree += int((r.argmax(1) == g.argmax(1)).sum())
+            if r.size:
+                max_diff = max(max_diff, float(np.abs(r.astype(np.float64) - g).max()))
+    out = {"accuracy_ref": correct_ref / labeled if labeled else 0.0, "samples": n}
+    if new is not None:
+        out.update(accuracy_new=correct_new / labeled if labeled else 0.0, max_abs_diff=max_diff,
+                   top1_agreement=agree / n if n else 1.0)
+    return out
+
+
+def _numpy(v: Any) -> np.ndarray:
+    return v.numpy() if hasattr(v, "numpy") else np.asarray(v)
+
+
 def compare_logits(ref: np.ndarray, new: np.ndarray) -> dict:
     """Max |new - ref| and top-1 agreement between two sets of logits."""
     return {

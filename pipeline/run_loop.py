@@ -1,8 +1,10 @@
 """The run loop: run the stages in registry order with caching, and write `manifest.json`.
 
-Each stage works in a scratch folder (`DIR/.work/<stage>`); only when it succeeds is its record
-written and the folder swapped in as `DIR/<stage>`. A failed or interrupted stage therefore leaves
-every earlier result, and its own previous result, untouched.
+Each stage works in a scratch folder (`DIR/.work/<stage>`, wiped when the stage starts); only when it
+succeeds is its record written and the folder swapped in as `DIR/<stage>`. A failed or interrupted stage
+therefore leaves every earlier result, and its own previous result, untouched. Training calls keep
+per-epoch resume states in `DIR/.resume/<stage>/` (never wiped at start, named by the stage's cache key),
+so rerunning an interrupted stage resumes it; they are deleted when the stage succeeds.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from pipeline.fileio import atomic_path, sha256_file, write_bytes, write_json
 from pipeline.stages import STAGES, StageEntry
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.final import final_record
+from pipeline.stages.fitting import clear_resume
 from pipeline.targets import Target, load_target
 from pipeline.version import __version__
 
@@ -66,9 +69,10 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
     out = make_folder(out_dir, "--out")
     log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}",
         markup=True)
-    data = _with_num_classes(load_data(cfg.data, base), cfg.num_classes, config_path)
+    data = _with_num_classes(load_data(cfg.data, base, cfg=cfg, cache_dir=shared_store(out)), cfg.num_classes,
+                             config_path)
     _check_models_fit(cfg, data, base)
-    _save_eval_data(out, data)
+    eval_info = _save_eval_data(out, data, cfg.seed)
     versions = tool_versions()
     common = {"data": data.digest(), "seed": cfg.seed, "teacher": _model_id(cfg.teacher, base), "versions": versions}
     student_id = _model_id(cfg.student, base)
@@ -95,7 +99,7 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
             log(f"[green]✓[/green] {entry.name}: cached", markup=True)
             continue
         log(f"[bold cyan]▶ {entry.name}[/bold cyan]: {entry.description}", markup=True)
-        inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log)
+        inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log, cache_key=key)
         try:
             art, seconds = _run_stage(entry, inputs, section, key, out, store)
         except BaseException:
@@ -105,7 +109,7 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
         records.append(_manifest_stage(entry.name, art.status, seconds, art, out))
         log(f"[green]✓[/green] {entry.name}: {art.status} in {seconds:.1f} s", markup=True)
     shutil.rmtree(out / ".work", ignore_errors=True)
-    final = final_record(artifacts, out, data, tgt)
+    final = final_record(artifacts, out, data, tgt, eval_info)
     manifest = _write_manifest(out, tgt, cfg, config_path, records, versions, final)
     manifest["pipeline_seconds"] = round(time.perf_counter() - total0, 2)
     log(f"[bold green]done[/bold green] in {manifest['pipeline_seconds']:.1f} s: final accuracy "
@@ -167,6 +171,7 @@ def _run_stage(entry: StageEntry, inputs: StageInputs, section: Any, key: str, o
     files = {r: Path(p) for r, p in art.files.items()}
     save_record(work, key, files, art.primary, art.metrics.to_dict(), art.status, seconds)
     _swap_in(work, stage_dir)
+    clear_resume(out, entry.name)  # its training calls' resume states (DIR/.resume/<stage>) are done with
     keep(store, key, stage_dir)
     art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
     return art, seconds
@@ -198,14 +203,12 @@ def _model_id(spec: Any, base: Path) -> dict:
 
 def _with_num_classes(data: Any, num_classes: Any, config_path: Any) -> Any:
     """Apply the config's `num_classes` (e.g. classes absent from a small data set), checked against the labels."""
-    import dataclasses
-
     if num_classes is None:
         return data
     if num_classes < data.num_classes:
         raise UserError(f"{config_path}: num_classes = {num_classes}, but the labels go up to {data.num_classes - 1} "
                         f"(allowed: num_classes >= {data.num_classes}, or leave it out)")
-    return dataclasses.replace(data, num_classes=num_classes)
+    return data.with_num_classes(num_classes)
 
 
 def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
@@ -218,7 +221,7 @@ def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
         model = build_model(getattr(cfg, role), data.num_classes, data.input_shape[0], base, role).eval()
         try:
             with torch.no_grad():
-                out = model(torch.from_numpy(data.train_x[:2]))
+                out = model(torch.from_numpy(data.sample("train", 2)[0]))
         except Exception as e:
             raise UserError(
                 f"data: images of shape {list(data.input_shape)} (C, H, W) do not fit the {role} model: "
@@ -236,11 +239,21 @@ def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
             )
 
 
-def _save_eval_data(out: Path, data: Any) -> None:
-    for name, arrays in (("eval", {"x": data.test_x, "y": data.test_y}), ("calib", {"x": data.train_x[:256]})):
+EVAL_MAX_IMAGES, EVAL_MAX_BYTES, CALIB_IMAGES = 1000, 64 << 20, 256
+
+
+def _save_eval_data(out: Path, data: Any, seed: int) -> dict:
+    """Bounded samples for reruns and bundles: `data/eval.npz` (held-out, at most 1,000 images or 64 MB) and
+    `data/calib.npz` (256 training images). Returns what eval.npz holds: {path, samples, of}."""
+    per_image = 4 * int(np.prod(data.input_shape))
+    n_eval = max(1, min(EVAL_MAX_IMAGES, EVAL_MAX_BYTES // per_image))
+    x, y = data.sample("test", n_eval)
+    cx, _ = data.sample("train", CALIB_IMAGES, seed=seed)
+    for name, arrays in (("eval", {"x": x, "y": y}), ("calib", {"x": cx})):
         path = out / "data" / f"{name}.npz"
         with atomic_path(path) as tmp, open(tmp, "wb") as f:
             np.savez(f, **arrays)
+    return {"path": "data/eval.npz", "samples": int(len(x)), "of": data.count("test")}
 
 
 def _manifest_stage(name: str, status: str, seconds: float, art: Artifact, out: Path) -> dict:

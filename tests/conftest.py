@@ -177,6 +177,19 @@ def make_tiny_onnx():
 
 
 @pytest.fixture(scope="session")
+def make_images():
+    """`make_image_project(root, per_class=20, ext="png")`: a tiny generated image folder project (tests/_images.py)."""
+    import importlib.util
+
+    # loaded by path: tests/ must not go on sys.path (tests/tensorrt would shadow the real `tensorrt`)
+    path = Path(__file__).resolve().parent / "_images.py"
+    spec = importlib.util.spec_from_file_location("_edgepipe_test_images", path)
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.make_image_project
+
+
+@pytest.fixture(scope="session")
 def external_project_shared(tmp_path_factory) -> Path:
     """`external_project`'s files made once per session, for tests that only read them (stage tests)."""
     d = tmp_path_factory.mktemp("external_project")

@@ -114,3 +114,31 @@ def test_num_classes_below_the_labels_is_refused(tmp_path, capsys):
     code = main(["run", "--config", str(p), "--out", str(tmp_path / "out"), "--quiet"])
     err = capsys.readouterr().err
     assert code == 2 and "num_classes = 5" in err and "labels go up to 9" in err
+
+
+def test_device_patience_and_feature_pairs(tmp_path):
+    cfg, _ = load_config(write(tmp_path, BASE + "device: cuda:1\ndistill: {patience: 3, features: "
+                               "[{student: features.3, teacher: layer2, weight: 0.5}]}\n"))
+    assert cfg.device == "cuda:1" and cfg.distill.patience == 3 and cfg.train_teacher.patience is None
+    assert (cfg.distill.features[0].student, cfg.distill.features[0].weight) == ("features.3", 0.5)
+    assert load_config(write(tmp_path, BASE))[0].device == "auto"
+    msg = error_of(tmp_path, BASE + "device: gpu\n")
+    assert "device = 'gpu'" in msg and "auto, cpu, cuda, cuda:N" in msg
+    msg = error_of(tmp_path, BASE + "distill: {features: [{student: a, techer: b}]}\n")
+    assert "techer" in msg
+
+
+def test_data_paths_root_split_factory_and_preprocess(tmp_path):
+    (tmp_path / "imgs").mkdir()
+    head = "teacher: {builtin: resnet50}\nstudent: {builtin: mobilenet_v2, width: 0.5}\n"
+    cfg, _ = load_config(write(tmp_path, head + "data: {root: imgs, split: [0.8, 0.1, 0.1]}\npreprocess: imagenet\n"
+                               "augment: standard\nworkers: 2\nskip_corrupt: true\n"))
+    assert cfg.data.split == [0.8, 0.1, 0.1] and cfg.preprocess == "imagenet" and cfg.workers == 2
+    cfg, _ = load_config(write(tmp_path, head + "data: {factory: 'mydata:make', kwargs: {n: 3}}\n"
+                               "preprocess: {resize: 36, crop: 32, mode: L, mean: [0.5], std: [0.5]}\n"))
+    assert cfg.data.factory == "mydata:make" and cfg.preprocess.crop == 32
+    assert "needs data.split" in error_of(tmp_path, head + "data: {root: imgs}\n")
+    assert "summing to 1" in error_of(tmp_path, head + "data: {root: imgs, split: [0.5, 0.1]}\n")
+    assert "data.train = 'nope'" in error_of(tmp_path, head + "data: {train: nope, val: imgs}\n")
+    assert "augment" in error_of(tmp_path, BASE + "augment: flip\n")
+    assert "unknown key 'data.factroy'" in error_of(tmp_path, head + "data: {factory: 'a:b', factroy: 1}\n")

@@ -9,14 +9,14 @@ import numpy as np
 import pytest
 
 from pipeline.cli import main
-from pipeline.config import NpzData
+from pipeline.config import FileData
 from pipeline.data import ImageStats, load_data, load_digits, scan_images
 from pipeline.errors import UserError
-from pipeline.stages.common import student_train_set
 
 
 def test_digits_split_is_fixed_and_disjoint():
     d = load_digits(16, 0)
+    assert load_data(SimpleNamespace(builtin="digits", image_size=16, split_seed=0), Path(".")).digest() == d.digest()
     assert (len(d.train_y), len(d.val_y), len(d.test_y)) == (1167, 180, 450)
     assert d.train_x.shape[1:] == (1, 16, 16) and d.train_x.dtype == np.float32
     assert d.digest() == load_digits(16, 0).digest() != load_digits(16, 1).digest()
@@ -33,21 +33,25 @@ def _npz(path, x, y=None):
 def test_npz_with_unlabeled_images_and_normalisation(tmp_path):
     x = np.random.default_rng(0).uniform(0, 1, (6, 2, 4, 4)).astype(np.float32)
     y = np.array([0, 1, 2, 0, 1, 2])
-    spec = NpzData(train=_npz(tmp_path / "a.npz", x, y), val=_npz(tmp_path / "b.npz", x, y),
+    spec = FileData(train=_npz(tmp_path / "a.npz", x, y), val=_npz(tmp_path / "b.npz", x, y),
                    unlabeled=_npz(tmp_path / "u.npz", x[:4]), mean=[0.5, 1.0], std=[0.5, 2.0])
     d = load_data(spec, tmp_path)
-    assert d.num_classes == 3 and np.array_equal(d.test_x, d.val_x)  # no test split: val is the held-out one
-    assert np.allclose(d.train_x[:, 0], (x[:, 0] - 0.5) / 0.5) and np.allclose(d.train_x[:, 1], (x[:, 1] - 1) / 2)
-    xs, ys, has = student_train_set(SimpleNamespace(data=d))
-    assert len(xs) == 10 and has.sum() == 6 and not has[6:].any()
+    assert d.num_classes == 3 and d.splits["test"] is d.splits["val"] and d.test_is_val  # val is the held-out one
+    tx, ty = d.sample("train", 6)
+    assert np.allclose(tx[:, 0], (x[:, 0] - 0.5) / 0.5) and np.allclose(tx[:, 1], (x[:, 1] - 1) / 2)
+    assert np.array_equal(ty, y) and d.kind == "npz" and d.augment == "shift"
+    ys, has = d.student_labels()
+    assert len(ys) == 10 and has.sum() == 6 and not has[6:].any()
+    assert len(d.student_set(has)) == 10 and len(d.student_set(has, labeled_only=True)) == 6
+    assert isinstance(d.splits["train"].images, np.memmap)  # memory-mapped, never loaded whole
 
 
 def test_npz_rejects_non_nchw_and_float_labels(tmp_path):
-    spec = NpzData(train=_npz(tmp_path / "a.npz", np.ones((4, 8, 8), np.float32), np.zeros(4, np.int64)),
+    spec = FileData(train=_npz(tmp_path / "a.npz", np.ones((4, 8, 8), np.float32), np.zeros(4, np.int64)),
                    val=_npz(tmp_path / "b.npz", np.ones((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)))
     with pytest.raises(UserError, match="a.npz: x must be NCHW"):
         load_data(spec, tmp_path)
-    spec = NpzData(train=_npz(tmp_path / "c.npz", np.ones((4, 1, 8, 8), np.float32), np.zeros(4, np.float32)),
+    spec = FileData(train=_npz(tmp_path / "c.npz", np.ones((4, 1, 8, 8), np.float32), np.zeros(4, np.float32)),
                    val=_npz(tmp_path / "b.npz", np.ones((4, 1, 8, 8), np.float32), np.zeros(4, np.int64)))
     with pytest.raises(UserError, match="c.npz: y must be int64"):
         load_data(spec, tmp_path)
@@ -55,7 +59,7 @@ def test_npz_rejects_non_nchw_and_float_labels(tmp_path):
 
 def test_corrupt_npz_names_the_path(tmp_path):
     (tmp_path / "bad.npz").write_bytes(b"garbage")
-    spec = NpzData(train="bad.npz", val="bad.npz")
+    spec = FileData(train="bad.npz", val="bad.npz")
     with pytest.raises(UserError, match="bad.npz"):
         load_data(spec, tmp_path)
 
@@ -127,7 +131,7 @@ def test_negative_labels_are_exit_2(external_project, tmp_path, capsys):
     x, y = _images(12)
     y[5] = -1
     line = _run_error(_project(external_project, val=(x, y)), tmp_path, capsys)
-    assert "data.val" in line and "val.npz" in line and "1 label is negative (first: y[5] = -1)" in line
+    assert "data.val" in line and "val.npz" in line and "labels must be >= 0, found -1" in line
 
 
 def test_labels_beyond_num_classes_are_exit_2(external_project, tmp_path, capsys):
@@ -136,7 +140,7 @@ def test_labels_beyond_num_classes_are_exit_2(external_project, tmp_path, capsys
     line = _run_error(_project(external_project, num_classes=3, train=(x, y)), tmp_path, capsys)
     assert "num_classes" in line and "3" in line
     # load_data itself names the split and file when given the config's num_classes
-    spec = NpzData(train="train.npz", val="val.npz", test="test.npz")
+    spec = FileData(train="train.npz", val="val.npz", test="test.npz")
     msg = r"data\.train: .*train\.npz: 1 label is >= num_classes = 3 \(first: y\[3\] = 3\)"
     with pytest.raises(UserError, match=msg):
         load_data(spec, external_project.parent, num_classes=3)
@@ -191,5 +195,50 @@ def test_checks_work_batch_by_batch_in_bounded_memory():
 
 
 def test_good_data_passes_every_check(external_project):
-    d = load_data(NpzData(train="train.npz", val="val.npz", test="test.npz"), external_project.parent, num_classes=3)
-    assert d.num_classes == 3 and len(d.train_x) == 192
+    d = load_data(FileData(train="train.npz", val="val.npz", test="test.npz"), external_project.parent, num_classes=3)
+    assert d.num_classes == 3 and d.count("train") == 192
+
+
+def test_compressed_npz_is_extracted_once_to_the_cache_and_mapped(tmp_path):
+    x, y = _images(12)
+    np.savez_compressed(tmp_path / "train.npz", x=x, y=y)
+    np.savez(tmp_path / "val.npz", x=x[:6], y=y[:6])
+    d = load_data(FileData(train="train.npz", val="val.npz"), tmp_path, cache_dir=tmp_path / "cache")
+    assert isinstance(d.splits["train"].images, np.memmap) and (tmp_path / "cache" / "npz").is_dir()
+    assert np.array_equal(d.sample("train", 12)[0], x) and d.count("test") == 6
+
+
+def test_factory_data_gives_torch_datasets(tmp_path):
+    from pipeline.config import FactoryData
+
+    (tmp_path / "mydata.py").write_text(
+        "import torch\n"
+        "from torch.utils.data import TensorDataset\n"
+        "def make(n=12):\n"
+        "    g = torch.Generator().manual_seed(0)\n"
+        "    ds = lambda k: TensorDataset(torch.rand(k, 2, 8, 8, generator=g), torch.arange(k) % 3)\n"
+        "    return {'train': ds(n), 'val': ds(6)}\n")
+    cfg = SimpleNamespace(workers=0, augment=None, preprocess=None, skip_corrupt=False, seed=0)
+    d = load_data(FactoryData(factory="mydata:make", kwargs={"n": 9}), tmp_path, cfg=cfg)
+    assert (d.kind, d.num_classes, d.input_shape, d.count("train"), d.test_is_val) == ("factory", 3, (2, 8, 8), 9, True)
+    assert d.augment == "none" and sum(len(b[1]) for b in d.loader("test", 4)) == 6
+    with pytest.raises(UserError, match=r"data.factory = 'mydata:nope': cannot import it"):
+        load_data(FactoryData(factory="mydata:nope"), tmp_path, cfg=cfg)
+
+
+def test_image_batches_are_checked_as_they_are_read(tmp_path):
+    from pipeline.config import FactoryData
+
+    (tmp_path / "nandata.py").write_text(
+        "import torch\n"
+        "from torch.utils.data import TensorDataset\n"
+        "def make():\n"
+        "    x = torch.rand(12, 1, 4, 4)\n"
+        "    x[9, 0, 1, 1] = float('nan')  # found only when its batch is read\n"
+        "    ds = TensorDataset(x, torch.arange(12) % 2)\n"
+        "    return {'train': ds, 'val': TensorDataset(torch.rand(4, 1, 4, 4), torch.arange(4) % 2)}\n")
+    cfg = SimpleNamespace(workers=0, augment=None, preprocess=None, skip_corrupt=False, seed=0)
+    d = load_data(FactoryData(factory="nandata:make"), tmp_path, cfg=cfg)
+    assert sum(len(b[0]) for b in d.loader("train", 4)) == 12  # unchecked: reads through
+    with pytest.raises(UserError, match=r"data.train: batch 2 of the loader .*1 of 4 images contain NaN"):
+        list(d.loader("train", 4, check=True))

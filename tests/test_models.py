@@ -88,3 +88,19 @@ def test_one_safe_loader_below_models_and_runtimes(tmp_path):
     torch.save([torch.zeros(1)], tmp_path / "list.pt")
     with pytest.raises(UserError, match="holds a list, not a state_dict"):
         pipeline.safeload.load_weights(make_resnet_teacher(width=0.25), tmp_path / "list.pt", "teacher")
+
+
+def test_torchvision_compatible_builtins():
+    from pathlib import Path
+    from types import SimpleNamespace
+
+    from pipeline.errors import UserError
+    from pipeline.models import build_model
+
+    r50 = build_model(SimpleNamespace(builtin="resnet50", width=1.0), 5, 3, Path("."), "teacher")
+    assert r50.fc.out_features == 5 and sum(p.numel() for p in r50.parameters()) > 23_000_000
+    mb = build_model(SimpleNamespace(builtin="mobilenet_v2", width=0.5), 5, 3, Path("."), "student")
+    full = build_model(SimpleNamespace(builtin="mobilenet_v2", width=1.0), 5, 3, Path("."), "student")
+    assert sum(p.numel() for p in mb.parameters()) < sum(p.numel() for p in full.parameters())
+    with pytest.raises(UserError, match=r"teacher.width = 0.5: resnet50 has one width"):
+        build_model(SimpleNamespace(builtin="resnet50", width=0.5), 5, 3, Path("."), "teacher")

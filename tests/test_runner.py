@@ -35,6 +35,11 @@ def test_external_models_and_npz_run_every_stage(external_project, tmp_path, cap
     assert {"QuantizeLinear", "DequantizeLinear"} <= ops
     assert (out / f["teacher_onnx"]).is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
     assert json.loads((out / "manifest.json").read_text())["final"]["sha256"] == f["sha256"]
+    # every training call recorded how it ran, and left no resume state behind once its stage succeeded
+    for stage in ("train_teacher", "distill", "prune"):
+        t = by[stage]["metrics"]["training"]
+        assert t["device"] == "cpu" and t["precision"] == "fp32" and t["epochs"] >= 1 and t["images_per_s"] > 0
+    assert not list((out / ".resume").rglob("*.pt"))
 
 
 def test_rerun_is_cached_and_force_redoes(digits_tiny, tmp_path):
@@ -110,7 +115,7 @@ def test_npz_with_wrong_arrays_names_the_path(external_project, tmp_path, capsys
     np.savez(external_project.parent / "val.npz", images=np.zeros((4, 2, 8, 8), np.float32))
     code = main(["run", "--config", str(external_project), "--out", str(tmp_path / "r"), "--quiet"])
     err = capsys.readouterr().err
-    assert code == 2 and "val.npz" in err and "'x' and 'y'" in err
+    assert code == 2 and "data.val" in err and "val.npz" in err and "no array 'x' (found images)" in err
 
 
 

@@ -7,10 +7,12 @@ arrays are memory-mapped: nothing here holds a whole data set in memory; cost gr
 - `augment`: make_augment("none" | "shift" | "standard", seed), seeded per (seed, epoch, index)
 - `split`: stratified_split(labels, fractions, seed)
 - `digest`: files_digest(paths), dataset_digest(dataset) for cache keys
-- `loader`: make_loader(dataset, batch_size, shuffle, seed, workers=...)
+- `loader`: make_loader(dataset, batch_size, shuffle, seed, workers=...): the one loader edgepipe uses
+- `arrays`: ArrayDataset (in-memory images and labels, read a batch at a time)
 """
 
-from pipeline.datasets.augment import AUGMENTS, Augment, make_augment
+from pipeline.datasets.arrays import ArrayDataset
+from pipeline.datasets.augment import AUGMENTS, Augment, make_augment, shift_set
 from pipeline.datasets.base import IMAGE_EXTENSIONS, DatasetError
 from pipeline.datasets.digest import dataset_digest, files_digest
 from pipeline.datasets.loader import EpochDataLoader, make_loader
@@ -18,7 +20,8 @@ from pipeline.datasets.sources import ImageFolderDataset, ImageListDataset, NpzD
 from pipeline.datasets.split import stratified_split
 
 __all__ = [
-    "AUGMENTS", "Augment", "make_augment", "IMAGE_EXTENSIONS", "DatasetError", "dataset_digest", "files_digest",
+    "ArrayDataset", "AUGMENTS", "Augment", "make_augment", "shift_set",
+    "IMAGE_EXTENSIONS", "DatasetError", "dataset_digest", "files_digest",
     "EpochDataLoader", "make_loader", "ImageFolderDataset", "ImageListDataset", "NpzDataset",
     "UnlabeledFolderDataset", "stratified_split",
 ]

@@ -31,7 +31,8 @@ PIPELINE_DIR = Path(__file__).resolve().parents[1]
 # Standalone files every bundle ships (bundle name <- source); the backend adds its runtime's own.
 DEVICE_FILES = (("device_runner.py", DEVICE_DIR / "device_runner.py"),
                 ("device_facts.py", PIPELINE_DIR / "device_facts.py"),
-                ("ort_runtime.py", PIPELINE_DIR / "runtimes" / "ort.py"))
+                ("ort_runtime.py", PIPELINE_DIR / "runtimes" / "ort.py"),
+                ("preprocess.py", PIPELINE_DIR / "preprocess.py"))  # raw image files -> inputs, as in training
 MAX_EVAL_BYTES = 64 << 20  # larger eval sets are cut to their first samples (recorded in the manifest)
 BUDGET_PERCENTILE, BUDGET_BATCH = "p99", 1  # the latency budget is a tail-latency promise at batch 1
 
@@ -119,6 +120,10 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
             "description": final["input"].get("preprocessing")
             or "x = (raw - mean[c]) / std[c] per channel, raw scaled to [0, 1]",
             "eval_npz": "already preprocessed: feed eval.npz's x as is",
+            # the exact recipe for raw image files (preprocess.py: Preprocess.from_dict(recipe).load(path));
+            # None: array data, preprocessed before edgepipe saw it
+            "recipe": final["input"].get("preprocess"),
+            "module": "preprocess.py",
         },
         "expected": {"accuracy": final.get("accuracy"), "host_latency_ms": final.get("latency_ms"),
                      "host_runtime": final.get("runtime")},

@@ -15,6 +15,9 @@ from pipeline.safeload import load_weights as load_weights  # re-exported: calle
 BUILTINS = {
     "resnet_teacher": ("pipeline.models.resnet", "make_resnet_teacher"),
     "mobilenetv2_student": ("pipeline.models.mobilenetv2", "make_mobilenetv2_student"),
+    # torchvision-compatible state_dict keys: torchvision checkpoints load as `weights:`
+    "resnet50": ("pipeline.models.tv_resnet", "resnet50"),
+    "mobilenet_v2": ("pipeline.models.tv_mobilenet", "mobilenet_v2"),
 }
 
 
@@ -35,6 +38,12 @@ def build_model(spec: Any, num_classes: int, in_channels: int, base: Path, role:
     if getattr(spec, "builtin", None):
         mod_name, fn_name = BUILTINS[spec.builtin]
         fn = getattr(importlib.import_module(mod_name), fn_name)
+        if spec.builtin == "resnet50":
+            if spec.width != 1.0:
+                raise UserError(f"{role}.width = {spec.width}: resnet50 has one width (allowed: 1.0, or leave it out)")
+            return fn(num_classes=num_classes, in_channels=in_channels)
+        if spec.builtin == "mobilenet_v2":
+            return fn(num_classes=num_classes, in_channels=in_channels, width_mult=spec.width)
         return fn(num_classes=num_classes, in_channels=in_channels, width=spec.width)
     mod_name, fn_name = spec.factory.split(":")
     mod = _import_factory_module(mod_name, base, spec.factory, role)

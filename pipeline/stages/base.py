@@ -37,10 +37,11 @@ class StageInputs:
     artifacts: dict[str, Artifact]
     config: Any  # PipelineConfig
     target: Any  # Target
-    data: Any  # DataSplits
+    data: Any  # pipeline.data.Data
     config_dir: Path
     out_dir: Path
     log: Callable[[str], None]
+    cache_key: str = ""  # the stage's cache key: names its resume states ("" = no resume states)
 
     def artifact(self, stage: str) -> Artifact:
         """The artifact of an upstream stage (KeyError names the stage if it is not an input)."""

@@ -49,7 +49,7 @@ def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
     paths = {label: str(inputs.artifact(stage).files[role]) for label, stage, role in MODELS}
     names = {label: model_input_spec(path)["name"] for label, path in paths.items()}
     for batch in batches:
-        x = np.ascontiguousarray(np.resize(d.test_x, (batch, *d.input_shape)), dtype=np.float32)
+        x = np.ascontiguousarray(np.resize(d.sample("test", batch)[0], (batch, *d.input_shape)), dtype=np.float32)
         out = measure_onnx_interleaved(paths, {label: {names[label]: x} for label in paths}, bcfg, options)
         stats, pool = out["stats"], out["thread_pool"]
         for label, s in stats.items():

@@ -27,7 +27,7 @@ def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
     """Build the quantized ONNX for the target.
 
     Args:
-        inputs: uses artifact("quantize").path, the target and data.test_x (parity samples).
+        inputs: uses artifact("quantize").path, the target and a bounded held-out sample (parity).
         cfg: unused (the target file carries every build setting).
         workdir: the stage's folder.
     Returns:
@@ -38,7 +38,7 @@ def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
 
     workdir, target = Path(workdir), inputs.target
     onnx_path = Path(inputs.artifact("quantize").path)
-    result = backend_for(target).build(onnx_path, target, workdir, getattr(inputs.data, "test_x", None))
+    result = backend_for(target).build(onnx_path, target, workdir, _parity_samples(inputs.data))
     report_path = workdir / BUILD_REPORT
     if result.status == "skipped":
         metrics = BuildMetrics(device_build_command=_jsonable(result.device_command),
@@ -64,3 +64,11 @@ def _jsonable(obj: Any) -> Any:
     if isinstance(obj, Path):
         return str(obj)
     return obj
+
+
+PARITY_SAMPLES = 256  # held-out images the engine is compared with ONNX Runtime on
+
+
+def _parity_samples(data: Any) -> Any:
+    """The first held-out images as an array (None without data: parity is skipped)."""
+    return None if data is None else data.sample("test", PARITY_SAMPLES)[0]

@@ -1,4 +1,4 @@
-"""Helpers the stages share: rebuilding models from artifacts, counting MACs, teacher logits."""
+"""Helpers the stages share: rebuilding models from artifacts, counting MACs, held-out accuracy, label subsets."""
 
 from __future__ import annotations
 
@@ -33,19 +33,20 @@ def macs_and_params(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]
     return int(macs), int(params)
 
 
-def student_train_set(inputs: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Images the student learns from: the train split plus any unlabeled images.
+def accuracy_on(inputs: Any, model: Any, split: str = "test") -> float:
+    """Top-1 accuracy of a torch model on a split, streamed through a loader (memory: one batch).
 
+    Args:
+        inputs: the stage's `StageInputs` (data, config.device).
+        model: the nn.Module.
+        split: "test" (the held-out split) or "val".
     Returns:
-        (x, y, has_label): unlabeled images get label 0 and has_label False.
+        Accuracy in [0, 1].
     """
-    d = inputs.data
-    if d.unlabeled_x is None:
-        return d.train_x, d.train_y, np.ones(len(d.train_y), bool)
-    x = np.concatenate([d.train_x, d.unlabeled_x])
-    y = np.concatenate([d.train_y, np.zeros(len(d.unlabeled_x), np.int64)])
-    has = np.concatenate([np.ones(len(d.train_y), bool), np.zeros(len(d.unlabeled_x), bool)])
-    return x, y, has
+    from pipeline.training import evaluate_loader
+
+    device = getattr(inputs.config, "device", "auto")
+    return evaluate_loader(model, inputs.data.loader(split, 256), device)
 
 
 def labeled_subset(y: np.ndarray, has_label: np.ndarray, fraction: float, seed: int) -> np.ndarray:

@@ -13,6 +13,8 @@ from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import load_model
 from pipeline.stages.metrics import ExportMetrics, OnnxExport
 
+PARITY_SAMPLES = 512  # held-out images compared between PyTorch and ONNX (the first ones: the same every run)
+
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     """Produce `student_fp32.onnx` and `teacher_fp32.onnx`.
@@ -30,14 +32,15 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     from pipeline.training import accuracy, predict_logits
 
     d = inputs.data
+    x_test, y_test = d.sample("test", PARITY_SAMPLES)  # bounded: parity needs no more
     files, exported = {}, {}
     roles = (("student", "prune", "student_fp32.onnx"), ("teacher", "train_teacher", "teacher_fp32.onnx"))
     for role, stage, name in roles:
         model = load_model(inputs, role, inputs.artifact(stage).path)
         path = workdir / name
         info = export_onnx(model, d.input_shape, path, cfg.opset, cfg.dynamo, cfg.simplify)
-        ref = predict_logits(model, d.test_x)
-        got = ort_logits(path, d.test_x)
+        ref = predict_logits(model, x_test)
+        got = ort_logits(path, x_test)
         parity = compare_logits(ref, got)
         inputs.log(
             f"[export] {name}: {info['nodes_after']} nodes, max |onnx - torch| {parity['max_abs_diff']:.2e}, "
@@ -49,7 +52,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
                 f"(export.atol = {cfg.atol}), top-1 agreement {parity['top1_agreement']:.4f} "
                 f"(export.min_top1_agreement = {cfg.min_top1_agreement})"
             )
-        exported[role] = OnnxExport(**info, parity_vs_torch=parity, accuracy=accuracy(got, d.test_y),
+        exported[role] = OnnxExport(**info, parity_vs_torch=parity, accuracy=accuracy(got, y_test),
                                     file_bytes=path.stat().st_size)
         files["model" if role == "student" else "teacher"] = path
     metrics = ExportMetrics(student=exported["student"], teacher=exported["teacher"],

@@ -78,6 +78,32 @@ def _typed(hint: Any, value: Any) -> Any:
 
 
 @dataclass(frozen=True, kw_only=True)
+class TrainingRun(Metrics):
+    """How one `fit` call trained: where, in what precision, how fast, how many epochs."""
+
+    device: str  # e.g. "cpu", "cuda:0"
+    precision: str  # "fp32", "bf16" or "fp16"
+    threads: int  # torch intra-op threads
+    images_per_s: float | None  # training throughput over this call's epochs (None: nothing trained now)
+    epochs: int  # epochs trained (fewer than planned when stopped early)
+    epochs_planned: int
+    seconds: float
+    best_epoch: int | None = optional()
+    stopped_early_at: int | None = optional()
+    resumed_at_epoch: int | None = optional()
+
+    @classmethod
+    def of(cls, stats: dict) -> TrainingRun:
+        """From `pipeline.training.fit`'s stats."""
+        ips = stats.get("images_per_s")
+        return cls(device=str(stats["device"]), precision=str(stats["precision"]), threads=int(stats["threads"]),
+                   images_per_s=None if ips is None else round(float(ips), 1), epochs=int(stats["epochs"]),
+                   epochs_planned=int(stats["epochs_planned"]), seconds=float(stats["seconds"]),
+                   best_epoch=stats.get("best_epoch"), stopped_early_at=stats.get("stopped_early_at"),
+                   resumed_at_epoch=stats.get("resumed_at_epoch"))
+
+
+@dataclass(frozen=True, kw_only=True)
 class TrainTeacherMetrics(Metrics):
     """The teacher: where it came from, its held-out and validation accuracy, size."""
 
@@ -87,6 +113,7 @@ class TrainTeacherMetrics(Metrics):
     val_accuracy: float
     params: int
     macs: int
+    training: TrainingRun | None = optional()  # device, precision, threads, speed (when trained here)
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -114,6 +141,8 @@ class DistillMetrics(Metrics):
     scratch_accuracy: float | None = optional()
     kd_gain_pp: float | None = optional()
     label_scarce: LabelScarce | None = optional()
+    training: TrainingRun | None = optional()  # the KD run: device, precision, threads, speed
+    scratch_training: TrainingRun | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -130,6 +159,7 @@ class PruneMetrics(Metrics):
     pruned: bool
     params_reduction: float | None = optional()
     macs_reduction: float | None = optional()
+    training: TrainingRun | None = optional()  # the KD fine-tune (the last step's, when iterative)
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from pipeline.errors import BudgetExceeded, UserError
 from pipeline.stages.base import Artifact, StageInputs
-from pipeline.stages.common import classifier_layers, labeled_subset, load_model, macs_and_params, student_train_set
+from pipeline.stages.common import accuracy_on, classifier_layers, labeled_subset, load_model, macs_and_params
 from pipeline.stages.metrics import PruneMetrics
 
 
@@ -31,13 +31,13 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     import torch_pruning as tp
 
     from pipeline.models.checkpoint import save_checkpoint
-    from pipeline.stages.distill import teacher_logits_for
-    from pipeline.training import evaluate, train
+    from pipeline.stages.fitting import train_model
+    from pipeline.stages.metrics import TrainingRun
 
     d, seed = inputs.data, inputs.config.seed
     student = load_model(inputs, "student", inputs.artifact("distill").path)
     macs0, params0 = macs_and_params(student, d.input_shape)
-    acc0 = evaluate(student, d.test_x, d.test_y)
+    acc0 = accuracy_on(inputs, student)
     before = dict(ratio=cfg.ratio, params_before=params0, macs_before=macs0, accuracy_before=acc0)
     if not cfg.enabled or cfg.ratio == 0:
         metrics = PruneMetrics(**before, params=params0, macs=macs0, accuracy=acc0, pruned=False)
@@ -45,7 +45,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         return Artifact({"model": path}, "model", metrics)
 
     torch.manual_seed(seed)
-    example = torch.from_numpy(d.train_x[:2])
+    example = torch.from_numpy(d.sample("train", 2)[0])
     importance = {
         "l1": lambda: tp.importance.GroupMagnitudeImportance(p=1),
         "l2": lambda: tp.importance.GroupMagnitudeImportance(p=2),
@@ -60,11 +60,11 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         )
     except Exception as e:  # Torch-Pruning cannot trace the model's dependency graph
         raise UserError(_cannot_prune(e)) from None
-    x, y, has_label = student_train_set(inputs)
-    t_logits = teacher_logits_for(inputs, x)
+    y, has_label = d.student_labels()
+    teacher = load_model(inputs, "teacher", inputs.artifact("train_teacher").path)
     mask = labeled_subset(y, has_label, inputs.config.distill.labeled_fraction, seed)
     dcfg = inputs.config.distill
-    steps = cfg.iterative_steps
+    steps, run = cfg.iterative_steps, None
     for step in range(steps):
         try:
             pruner.step()
@@ -74,18 +74,19 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         inputs.log(f"[prune] step {step + 1}/{steps}: params {params0} -> {params}, MACs {macs0} -> {macs}")
         epochs = max(0, round(cfg.finetune_epochs / steps))
         if epochs:
-            train(
-                student, x, y, epochs=epochs, batch_size=dcfg.batch_size, lr=cfg.lr, weight_decay=dcfg.weight_decay,
-                seed=seed + step, teacher_logits=t_logits, temperature=dcfg.temperature, alpha=dcfg.alpha,
-                labeled_mask=mask, val=(d.val_x, d.val_y), log=None, tag="prune",
-            )
+            tag = "prune" if steps == 1 else f"prune/step{step + 1}"
+            stats = train_model(inputs, "prune", tag, student, mask=mask, epochs=epochs,
+                                batch_size=dcfg.batch_size, lr=cfg.lr, weight_decay=dcfg.weight_decay,
+                                seed=seed + step, teacher=teacher, temperature=dcfg.temperature, alpha=dcfg.alpha,
+                                log_lines=2)
+            run = TrainingRun.of(stats)
     student.eval()
     macs, params = macs_and_params(student, d.input_shape)
-    acc = evaluate(student, d.test_x, d.test_y)
+    acc = accuracy_on(inputs, student)
     inputs.log(f"[prune] fine-tuned: held-out accuracy {acc0 * 100:.2f}% -> {acc * 100:.2f}%")
     metrics = PruneMetrics(**before, params=params, macs=macs, accuracy=acc, pruned=True,
                            params_reduction=round(params0 / max(1, params), 2),
-                           macs_reduction=round(macs0 / max(1, macs), 2))
+                           macs_reduction=round(macs0 / max(1, macs), 2), training=run)
     drop = (acc0 - acc) * 100
     if drop > cfg.max_accuracy_drop:
         raise BudgetExceeded(

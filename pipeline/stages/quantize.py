@@ -9,6 +9,8 @@ still misses the budget is never passed on: the stage fails.
 
 from __future__ import annotations
 
+import contextlib
+import sys
 from collections.abc import Iterable
 from pathlib import Path
 
@@ -61,20 +63,22 @@ def quantize_to_qdq(fp32_onnx: Path, out_path: Path, calib_x: np.ndarray, scheme
     qt = {"uint8": QuantType.QUInt8, "int8": QuantType.QInt8}
     with atomic_path(out_path) as tmp:
         pre = tmp.with_suffix(".pre.onnx")
+        # ONNX Runtime's histogram calibrators print progress to stdout, which `--json -` keeps for the manifest
         try:
-            # Shape inference + graph optimisation (BN folding) first, as ONNX Runtime recommends.
-            quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
-            quantize_static(
-                str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
-                reduce_range=scheme.reduce_range, activation_type=qt[scheme.activation_type],
-                weight_type=qt[scheme.weight_type], nodes_to_exclude=list(nodes_to_exclude),
-                calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
-                extra_options={
-                    "ActivationSymmetric": scheme.symmetric_activations,
-                    "WeightSymmetric": scheme.symmetric_weights,
-                    "QuantizeBias": scheme.quantize_bias,
-                },
-            )
+            with contextlib.redirect_stdout(sys.stderr):
+                # Shape inference + graph optimisation (BN folding) first, as ONNX Runtime recommends.
+                quant_pre_process(str(fp32_onnx), str(pre), skip_symbolic_shape=True)
+                quantize_static(
+                    str(pre), str(tmp), Reader(), quant_format=QuantFormat.QDQ, per_channel=scheme.per_channel,
+                    reduce_range=scheme.reduce_range, activation_type=qt[scheme.activation_type],
+                    weight_type=qt[scheme.weight_type], nodes_to_exclude=list(nodes_to_exclude),
+                    calibrate_method=getattr(CalibrationMethod, _METHODS[method]),
+                    extra_options={
+                        "ActivationSymmetric": scheme.symmetric_activations,
+                        "WeightSymmetric": scheme.symmetric_weights,
+                        "QuantizeBias": scheme.quantize_bias,
+                    },
+                )
         finally:
             pre.unlink(missing_ok=True)
     return Path(out_path)
@@ -106,25 +110,25 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     Raises:
         BudgetExceeded: every attempt lost more than `max_accuracy_drop` points.
     """
-    from pipeline.onnx_utils import compare_logits, ort_logits
-    from pipeline.training import accuracy
+    from pipeline.onnx_utils import compare_stream, ort_session
 
     d, scheme = inputs.data, inputs.target.quantization
     fp32 = inputs.artifact("export").path
-    ref = ort_logits(fp32, d.test_x)
-    acc_fp32 = accuracy(ref, d.test_y)
+    ref_sess = ort_session(fp32)
+    acc_fp32 = compare_stream(d.loader("test", 256), _runner(ref_sess), None)["accuracy_ref"]
     out = workdir / "model_int8.onnx"
-    # Calibration draws from the training images only: the held-out split stays unseen.
-    calib = d.train_x[np.random.default_rng(inputs.config.seed).permutation(len(d.train_x))]
+    # Calibration draws `calibration_samples` training images only: the held-out split stays unseen.
+    calib, _ = d.sample("train", cfg.calibration_samples, seed=inputs.config.seed)
     plans = [list(cfg.exclude_nodes)]
     if cfg.fallback:
         plans += [sorted(set(cfg.exclude_nodes) | set(s)) for s in sensitive_nodes(fp32)]
     attempts = []
     for excluded in plans:
         quantize_to_qdq(fp32, out, calib, scheme, cfg.method, cfg.calibration_samples, excluded)
-        got = ort_logits(out, d.test_x)
-        acc = accuracy(got, d.test_y)
-        cmp = compare_logits(ref, got)
+        # the held-out split streamed through both models, one batch in memory
+        res = compare_stream(d.loader("test", 256), _runner(ref_sess), _runner(ort_session(out)))
+        acc = res["accuracy_new"]
+        cmp = {k: res[k] for k in ("max_abs_diff", "top1_agreement", "samples")}
         drop = (acc_fp32 - acc) * 100
         attempts.append({"excluded": excluded, "accuracy": acc, "drop_pp": round(drop, 2), **cmp})
         inputs.log(
@@ -148,3 +152,9 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         f"{best['top1_agreement']:.3f} vs min {cfg.min_top1_agreement}) after {len(attempts)} attempt(s); "
         "try quantize.method: entropy, more calibration_samples, or quantize.exclude_nodes"
     )
+
+
+def _runner(sess):
+    """x -> logits through an ONNX Runtime session."""
+    name = sess.get_inputs()[0].name
+    return lambda x: sess.run(None, {name: x})[0]

@@ -94,7 +94,7 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     lines = [
         f"# edgepipe report: {inputs.config.name} → {t.name}", "",
         f"Data: {inputs.data.description}. Accuracy is top-1 on the held-out split "
-        f"({len(inputs.data.test_y)} images). Latency: ONNX Runtime on this machine's CPU, batch {b}, "
+        f"({inputs.data.count('test')} images). Latency: ONNX Runtime on this machine's CPU, batch {b}, "
         "models interleaved in one run (see benchmark/benchmark.json for every batch and the environment).", "",
         "| stage | model | accuracy | params | MACs | file | p50 ms | p90 ms |",
         "|---|---|---|---|---|---|---|---|",

@@ -9,8 +9,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from pipeline.stages.base import Artifact, StageInputs
-from pipeline.stages.common import macs_and_params, make_model
-from pipeline.stages.metrics import TrainTeacherMetrics
+from pipeline.stages.common import accuracy_on, macs_and_params
+from pipeline.stages.metrics import TrainingRun, TrainTeacherMetrics
 
 
 def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
@@ -21,32 +21,32 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
         cfg: `TrainTeacherConfig` (used only when there are no weights).
         workdir: this stage's folder.
     Returns:
-        Artifact with `model` = teacher.pt; TrainTeacherMetrics (source, accuracy, params, MACs).
+        Artifact with `model` = teacher.pt; TrainTeacherMetrics (source, accuracy, params, MACs, how it trained).
     """
     from pipeline.config import resolve
     from pipeline.models import load_weights
     from pipeline.models.checkpoint import save_checkpoint
-    from pipeline.training import evaluate, train
+    from pipeline.stages.fitting import seeded_model, train_model
 
     spec, d = inputs.config.teacher, inputs.data
-    model = make_model(inputs, "teacher")
-    hist = None
+    model = seeded_model(inputs, "teacher")
+    hist = run = None
     if spec.weights:
         load_weights(model, resolve(inputs.config_dir, spec.weights), "teacher")
         source = f"weights {spec.weights}"
     else:
         inputs.log(f"[train_teacher] no teacher weights given: training the teacher for {cfg.epochs} epochs")
-        hist = train(
-            model, d.train_x, d.train_y, epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr,
-            weight_decay=cfg.weight_decay, seed=inputs.config.seed, val=(d.val_x, d.val_y), log=inputs.log,
-            tag="train_teacher",
-        )
+        stats = train_model(inputs, "train_teacher", "train_teacher", model,
+                            epochs=cfg.epochs, batch_size=cfg.batch_size, lr=cfg.lr, weight_decay=cfg.weight_decay,
+                            seed=inputs.config.seed, patience=cfg.patience, log_lines=None)
+        hist = {k: stats[k] for k in ("epochs", "final_loss", "val_accuracy")}
+        run = TrainingRun.of(stats)
         source = "trained here"
     model.eval()
     macs, params = macs_and_params(model, d.input_shape)
     metrics = TrainTeacherMetrics(
-        source=source, train=hist, accuracy=evaluate(model, d.test_x, d.test_y),
-        val_accuracy=evaluate(model, d.val_x, d.val_y), params=params, macs=macs,
+        source=source, train=hist, accuracy=accuracy_on(inputs, model),
+        val_accuracy=accuracy_on(inputs, model, "val"), params=params, macs=macs, training=run,
     )
     path = save_checkpoint(model, workdir / "teacher.pt", {"role": "teacher"})
     return Artifact({"model": path}, "model", metrics)

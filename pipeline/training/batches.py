@@ -1,4 +1,6 @@
-"""Batches for the training loop: in-memory arrays as a dataset, loaders, batch unpacking, augmentation.
+"""Batches for the training loop: batch unpacking, the batch-level shift augmentation, loader lengths.
+
+Datasets and loaders live in `pipeline.datasets` (`ArrayDataset`, `make_loader`, `shift_set`).
 
 A batch is `(x, y, has_label)` or `(x, y)`; a label of -1 (or has_label False) marks an unlabeled image,
 which learns from the teacher alone.
@@ -7,74 +9,6 @@ which learns from the teacher alone.
 from __future__ import annotations
 
 from typing import Any
-
-
-class ArrayDataset:
-    """In-memory images and labels (numpy or torch) as a map-style dataset that also serves whole batches.
-
-    `dataset[i]` gives one `(x, y, has_label)`; `dataset[[i, j, ...]]` gives a stacked batch in one
-    indexing operation, which `make_loader` uses (per-sample collation costs more than a small model's step).
-    """
-
-    def __init__(self, x: Any, y: Any = None, has_label: Any = None):
-        """Args:
-            x: images (N, C, H, W), float32 numpy array or tensor.
-            y: labels (N,) integer, or None when there are none (all unlabeled).
-            has_label: (N,) bool: which labels may be used; None = all of them (labels < 0 never count).
-        Raises:
-            ValueError: lengths differ.
-        """
-        import torch
-
-        self.x = torch.as_tensor(x)
-        n = len(self.x)
-        self.y = torch.full((n,), -1, dtype=torch.int64) if y is None else torch.as_tensor(y).long()
-        has = torch.ones(n, dtype=torch.bool) if has_label is None else torch.as_tensor(has_label).bool()
-        for name, v in (("y", self.y), ("has_label", has)):
-            if len(v) != n:
-                raise ValueError(f"ArrayDataset: {name} has {len(v)} entries, x has {n} images; they must match")
-        self.has_label = has & (self.y >= 0)
-
-    def __len__(self) -> int:
-        return len(self.x)
-
-    def __getitem__(self, index: Any) -> tuple[Any, Any, Any]:
-        import torch
-
-        if not isinstance(index, int):
-            index = torch.as_tensor(index, dtype=torch.int64)
-        return self.x[index], self.y[index], self.has_label[index]
-
-
-def make_loader(dataset: Any, batch_size: int, shuffle: bool = True, seed: int = 0, drop_last: bool = False,
-                num_workers: int = 0, pin_memory: bool = False) -> Any:
-    """A DataLoader over `dataset` with `make_sampler`'s rank-sharded, (seed, epoch)-determined order.
-
-    Args:
-        dataset: an `ArrayDataset` (batches are fetched with one indexing operation) or any map-style dataset.
-        batch_size: images per batch on this rank (the global batch is batch_size x world size).
-        shuffle: reshuffle every epoch.
-        seed: the shuffle seed.
-        drop_last: drop a last, smaller batch.
-        num_workers: DataLoader worker processes (0 loads in the training process).
-        pin_memory: page-locked host memory, for asynchronous copies to a GPU.
-    Returns:
-        A `torch.utils.data.DataLoader`.
-    Raises:
-        ValueError: batch_size < 1.
-    """
-    from torch.utils.data import BatchSampler, DataLoader
-
-    from pipeline.training.dist import make_sampler
-
-    if not isinstance(batch_size, int) or batch_size < 1:
-        raise ValueError(f"batch_size {batch_size!r}: must be an integer >= 1")
-    sampler = make_sampler(dataset, shuffle=shuffle, seed=seed)
-    if isinstance(dataset, ArrayDataset):
-        batches = BatchSampler(sampler, batch_size, drop_last)
-        return DataLoader(dataset, sampler=batches, batch_size=None, num_workers=num_workers, pin_memory=pin_memory)
-    return DataLoader(dataset, batch_size=batch_size, sampler=sampler, drop_last=drop_last,
-                      num_workers=num_workers, pin_memory=pin_memory)
 
 
 def unpack_batch(batch: Any) -> tuple[Any, Any, Any]:
@@ -111,6 +45,8 @@ class ShiftAugment:
         """Args:
             size: image side in pixels (the shifts go up to size/16 pixels, at least 1).
         """
+        from pipeline.datasets.augment import shift_set
+
         self.shifts = shift_set(size)
 
     def __call__(self, x: Any) -> Any:
@@ -118,12 +54,6 @@ class ShiftAugment:
 
         k = int(torch.randint(len(self.shifts), (1,)).item())
         return shift_images(x, *self.shifts[k])
-
-
-def shift_set(size: int) -> list[tuple[int, int]]:
-    """Every (dy, dx) shift of up to size/16 pixels (at least 1) in each direction, (0, 0) included."""
-    p = max(1, round(size / 16))
-    return [(dy, dx) for dy in range(-p, p + 1) for dx in range(-p, p + 1)]
 
 
 def shift_images(xb: Any, dy: int, dx: int) -> Any:

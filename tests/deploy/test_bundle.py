@@ -34,8 +34,9 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
     dist = tmp_path / "dist" / "arm64-cpu"
     manifest = make_bundle(run, load_target("arm64-cpu"), dist)
     names = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
-    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "ort_runtime.py", "eval.npz",
-                     "report.md", "README.md", "manifest.json"}
+    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "ort_runtime.py", "preprocess.py",
+                     "eval.npz", "report.md", "README.md", "manifest.json"}
+    assert manifest["preprocessing"]["module"] == "preprocess.py"
     assert set(manifest["files"]) == names - {"manifest.json"}
     for rel, info in manifest["files"].items():
         assert sha256_file(dist / rel) == info["sha256"], rel

@@ -196,3 +196,32 @@ def test_python_builder_failure_is_reported_with_its_log(make_run, tmp_path):
     log = (dist / "build.log").read_text()
     assert "trt_builder.py --onnx model_int8.onnx --engine model_int8.engine --min-batch 1" in log
     assert "TensorRT is not importable" in log
+
+
+def test_images_flag_runs_raw_files_through_the_shipped_preprocess(make_images, tmp_path):
+    """`--images DIR`: raw image files -> the bundle's preprocess.py (the training recipe) -> the model."""
+    import shutil
+    from pathlib import Path
+
+    import numpy as np
+
+    import pipeline.deploy.device.device_runner as dr
+    from pipeline.preprocess import Preprocess
+
+    bundle = tmp_path / "bundle"
+    bundle.mkdir()
+    shutil.copyfile(Path(dr.__file__).resolve().parents[2] / "preprocess.py", bundle / "preprocess.py")
+    root = make_images(tmp_path / "shapes", per_class=2)
+    recipe = Preprocess(resize=28, crop=24, mean=(0.5,) * 3, std=(0.5,) * 3).to_dict()
+    seen = []
+
+    def infer(x):
+        seen.append(x.shape)
+        return [np.stack([x.mean(axis=(1, 2, 3)), -x.mean(axis=(1, 2, 3))], axis=1)]
+
+    preds = dr.classify_images(infer, bundle, {"preprocessing": {"recipe": recipe}}, root / "val", 4)
+    assert len(preds) == 15 and preds[0]["file"] == "circle/000.png" and seen[0] == (4, 3, 24, 24)
+    want = Preprocess.from_dict(recipe).load(root / "val" / "circle" / "000.png")
+    assert preds[0]["logit"] == pytest.approx(float(max(want.mean(), -want.mean())), rel=1e-5)
+    with pytest.raises(ValueError, match="no preprocessing recipe"):
+        dr.classify_images(infer, bundle, {"preprocessing": {"recipe": None}}, root / "val", 4)

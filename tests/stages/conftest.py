@@ -42,7 +42,7 @@ def ctx(external_project_shared, tmp_path_factory) -> Ctx:
     from pipeline.data import load_data
 
     cfg, base = load_config(external_project_shared)
-    return Ctx(cfg, base, load_data(cfg.data, base), tmp_path_factory.mktemp("stages"))
+    return Ctx(cfg, base, load_data(cfg.data, base, cfg=cfg), tmp_path_factory.mktemp("stages"))
 
 
 @pytest.fixture(scope="session")

@@ -83,7 +83,8 @@ def test_final_record_reads_typed_metrics(tmp_path, make_tiny_onnx):
         "benchmark": Artifact({}, "results", BenchmarkMetrics.from_dict(RECORDED["benchmark"])),
         "report": Artifact({"report": out / "report" / "report.md"}, "report", None),
     }
-    data = SimpleNamespace(input_shape=(1, 16, 16), mean=[0.5], std=[0.5], num_classes=10, description="digits")
+    data = SimpleNamespace(input_shape=(1, 16, 16), mean=[0.5], std=[0.5], num_classes=10, description="digits",
+                           preprocess=None)
     f = final_record(arts, out, data, load_target("jetson"))
     assert f["path"] == "quantize/model_int8.onnx" and f["accuracy"] == 0.9911 and f["teacher_accuracy"] == 0.9955
     assert f["latency_ms"] == {"p50": 0.085, "p90": 0.104, "p99": 0.2} and f["latency_batch"] == 1

@@ -19,7 +19,7 @@ def test_prunes_channels_and_fine_tunes(ctx, student, pruned):
     model = load_model(ctx.inputs(), "student", pruned.path).eval()
     assert sum(p.numel() for p in model.parameters()) == m.params
     with torch.no_grad():
-        assert model(torch.from_numpy(ctx.data.test_x[:4])).shape == (4, ctx.data.num_classes)
+        assert model(torch.from_numpy(ctx.data.sample("test", 4)[0])).shape == (4, ctx.data.num_classes)
 
 
 def test_disabled_pruning_keeps_the_student(ctx, teacher, student):

@@ -19,8 +19,9 @@ def test_trains_saves_and_measures_the_teacher(ctx, teacher):
     # the checkpoint rebuilds the model that was measured
     model = load_model(ctx.inputs(), "teacher", teacher.path).eval()
     with torch.no_grad():
-        pred = model(torch.from_numpy(ctx.data.test_x)).argmax(1).numpy()
-    assert (pred == ctx.data.test_y).mean() == m.accuracy
+        x, y = ctx.data.sample("test", ctx.data.count("test"))
+        pred = model(torch.from_numpy(x)).argmax(1).numpy()
+    assert (pred == y).mean() == m.accuracy
 
 
 def test_given_weights_are_loaded_not_trained(ctx, teacher, tmp_path):

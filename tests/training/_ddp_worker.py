@@ -23,7 +23,8 @@ def train(per_rank_batch: int, state: Path, interrupt: bool) -> tuple[torch.nn.M
     """
     from _tiny import bars, conv_net
 
-    from pipeline.training import ArrayDataset, ShiftAugment, fit, make_loader
+    from pipeline.datasets import ArrayDataset, make_loader
+    from pipeline.training import ShiftAugment, fit
 
     x, y = bars(SAMPLES, 0)
     torch.manual_seed(100)

@@ -15,7 +15,7 @@ import torch.nn as nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
-from pipeline.training.batches import ArrayDataset, make_loader  # noqa: E402
+from pipeline.datasets import ArrayDataset, make_loader  # noqa: E402
 from pipeline.training.eval import evaluate_loader, predict_logits_loader  # noqa: E402
 from pipeline.training.loop import fit  # noqa: E402
 

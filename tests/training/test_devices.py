@@ -5,8 +5,9 @@ from __future__ import annotations
 import pytest
 import torch
 
+from pipeline.datasets import ArrayDataset, make_loader
 from pipeline.errors import UserError
-from pipeline.training import ArrayDataset, fit, make_loader, resolve_device
+from pipeline.training import fit, resolve_device
 from pipeline.training.device import choose_precision
 
 

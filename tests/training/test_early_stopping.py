@@ -5,7 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from pipeline.training import ArrayDataset, fit, make_loader
+from pipeline.datasets import ArrayDataset, make_loader
+from pipeline.training import fit
 
 
 class ScriptedVal:

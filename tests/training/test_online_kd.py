@@ -10,8 +10,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from pipeline.training import ArrayDataset, evaluate_loader, fit, kd_loss, make_loader, train
-from pipeline.training import _loss as legacy_loss
+from pipeline.datasets import ArrayDataset, make_loader
+from pipeline.training import evaluate_loader, fit, kd_loss, train
 from pipeline.training.batches import unpack_batch
 
 
@@ -98,13 +98,22 @@ def test_feature_names_are_checked(bars_data, make_net):
         fit(make_net(8), loader, epochs=1, lr=0.01, features=[("0", "0", 1.0)], device="cpu")
 
 
-def test_kd_loss_matches_the_legacy_formula():
+def _hinton(s, y, mask, t, temperature, alpha):
+    """Hinton's KD loss written out: T^2 KL on softened logits, plus alpha CE over the labeled rows."""
+    kd = F.kl_div(F.log_softmax(s / temperature, 1), F.softmax(t / temperature, 1), reduction="batchmean")
+    kd = kd * temperature * temperature
+    if alpha == 0 or not bool(mask.any()):
+        return kd
+    return (1 - alpha) * kd + alpha * F.cross_entropy(s[mask], y[mask])
+
+
+def test_kd_loss_matches_hintons_formula():
     torch.manual_seed(0)
     s, t, y = torch.randn(8, 5), torch.randn(8, 5), torch.randint(0, 5, (8,))
     some = torch.tensor([1, 0, 1, 1, 0, 0, 1, 0], dtype=torch.bool)
     none = torch.zeros(8, dtype=torch.bool)
     for mask in (some, none, torch.ones(8, dtype=torch.bool)):
-        assert math.isclose(float(kd_loss(s, y, mask, t, 3.0, 0.25)), float(legacy_loss(s, y, mask, t, 3.0, 0.25, F)),
+        assert math.isclose(float(kd_loss(s, y, mask, t, 3.0, 0.25)), float(_hinton(s, y, mask, t, 3.0, 0.25)),
                             rel_tol=1e-5)
     # Without a teacher: CE over the labeled rows only, and zero (with a graph) for an unlabeled batch.
     assert math.isclose(float(kd_loss(s, y, some, None, 3.0, 0.25)), float(F.cross_entropy(s[some], y[some])),
@@ -128,7 +137,7 @@ def test_train_on_arrays_with_a_teacher_uses_the_online_loop(bars_data, make_net
                   alpha=0.3, labeled_mask=mask, val=(vx, vy), log=lines.append, tag="distill", device="cpu")
     assert stats["epochs"] == 2 and stats["val_accuracy"] is not None
     assert lines[-1].startswith("[distill] epoch 2/2 loss ") and " img/s " in lines[-1]
-    with pytest.raises(ValueError, match="legacy precomputed path"):
+    with pytest.raises(TypeError, match="teacher_logits"):  # the precomputed path is gone
         train(make_net(8), x, y, epochs=1, batch_size=32, lr=0.01, weight_decay=0.0, seed=0, teacher=teacher,
               teacher_logits=np.zeros((len(x), 3), np.float32))
 

@@ -5,7 +5,8 @@ from __future__ import annotations
 import re
 import sys
 
-from pipeline.training import ArrayDataset, fit, make_loader
+from pipeline.datasets import ArrayDataset, make_loader
+from pipeline.training import fit
 from pipeline.training.progress import EpochProgress
 
 

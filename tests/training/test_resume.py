@@ -11,7 +11,8 @@ import pytest
 import torch
 from torch.utils.data import DataLoader
 
-from pipeline.training import ArrayDataset, ShiftAugment, fit, make_loader
+from pipeline.datasets import ArrayDataset, make_loader
+from pipeline.training import ShiftAugment, fit
 from pipeline.training.resume import rng_state, save_atomic, set_rng_state
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import importlib
+import importlib.util
 import json
 import os
 import sys
@@ -194,6 +195,53 @@ def measure_accuracy(infer: Callable[[Any], List[Any]], eval_path: Path, batch: 
     return {"accuracy": correct / max(1, len(x)), "samples": int(len(x)), "batch": batch}
 
 
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+
+
+def classify_images(infer: Callable[[Any], List[Any]], bundle: Path, manifest: dict, folder: Path,
+                    batch: int) -> List[dict]:
+    """Run raw image files through the bundle's preprocess.py (the exact training recipe) and the model.
+
+    Args:
+        infer: one input batch -> outputs.
+        bundle: the bundle folder (holds preprocess.py).
+        manifest: the bundle manifest (preprocessing.recipe).
+        folder: image files, searched recursively (sorted).
+        batch: images per call (the last batch is padded for static-shape engines).
+    Returns:
+        One {"file", "class", "logit"} per image, in file order.
+    Raises:
+        ValueError: the bundle has no image recipe (array data), or the folder has no images.
+    """
+    import numpy as np
+
+    recipe = (manifest.get("preprocessing") or {}).get("recipe")
+    if not recipe:
+        raise ValueError("--images: this model was trained on arrays, not image files: the bundle has no "
+                         "preprocessing recipe to turn images into inputs")
+    spec = importlib.util.spec_from_file_location("edgepipe_preprocess", str(bundle / "preprocess.py"))
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = mod  # dataclasses look their module up while the class is created
+    spec.loader.exec_module(mod)
+    pre = mod.Preprocess.from_dict(recipe)
+    files = sorted(p for p in folder.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_EXTENSIONS
+                   and not p.name.startswith("."))
+    if not files:
+        raise ValueError("--images {}: no image files ({})".format(folder, ", ".join(IMAGE_EXTENSIONS)))
+    out = []
+    for i in range(0, len(files), batch):
+        chunk = files[i:i + batch]
+        xb = np.stack([pre.load(p) for p in chunk])
+        n = len(xb)
+        if n < batch:
+            xb = np.concatenate([xb, np.repeat(xb[-1:], batch - n, axis=0)])
+        logits = np.asarray(infer(np.ascontiguousarray(xb, dtype=np.float32))[0])[:n]
+        for p, row in zip(chunk, logits):
+            k = int(row.argmax())
+            out.append({"file": str(p.relative_to(folder)), "class": k, "logit": float(row[k])})
+    return out
+
+
 def benchmark(infer: Callable[[Any], List[Any]], sample: Any, batch: int, warmup: int, runs: int) -> dict:
     """Warm up, then time `runs` single calls of `infer`; latency statistics in ms and throughput in items/s."""
     import numpy as np
@@ -328,6 +376,9 @@ class DeviceRunner:
         results["latency_ms"] = {}
         for b in bench["batches"]:
             results["latency_ms"][f"batch_{b}"] = benchmark(infer, sample, b, args.warmup, args.runs)
+        if getattr(args, "images", ""):
+            results["predictions"] = classify_images(infer, self.bundle, manifest, Path(args.images),
+                                                     max(bench["batches"]))
 
 
 def main(argv=None) -> int:
@@ -345,6 +396,8 @@ def main(argv=None) -> int:
     ap.add_argument("--runs", type=int, default=MIN_RUNS, help="timed runs per batch size (at least 200)")
     ap.add_argument("--threads", type=int, default=0, help="ONNX Runtime intra-op threads (0: target/default)")
     ap.add_argument("--no-accuracy", action="store_true", help="skip the accuracy pass over eval.npz")
+    ap.add_argument("--images", default="", help="also classify the raw image files in this folder (recursively) "
+                    "through preprocess.py; predictions go into the results")
     args = ap.parse_args(argv)
     if args.runs < MIN_RUNS or args.warmup < 1:
         print(f"device_runner: --runs must be >= {MIN_RUNS} and --warmup >= 1", file=sys.stderr)

@@ -8,28 +8,35 @@ path so a `models.py` beside the config can provide `factory: "models:make_teach
 
 from __future__ import annotations
 
-import math
 import os
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, Tag, field_validator
 
+from pipeline.config.data import (
+    BUILTIN_DATA,
+    BuiltinData,
+    DataSpec,
+    FactoryData,
+    FileData,
+    PreprocessSpec,
+)
 from pipeline.errors import UserError
 from pipeline.validation import UNION_TAG, load_mapping, validate_model
 
 _STRICT = ConfigDict(extra="forbid", frozen=True)
-BUILTIN_MODELS = ("resnet_teacher", "mobilenetv2_student")
-BUILTIN_DATA = ("digits",)
+BUILTIN_MODELS = ("resnet_teacher", "mobilenetv2_student", "resnet50", "mobilenet_v2")
 
 
 class BuiltinModel(BaseModel):
-    """A model shipped with edgepipe (`resnet_teacher`, `mobilenetv2_student`)."""
+    """A model shipped with edgepipe: the digits demo's `resnet_teacher` and `mobilenetv2_student`, and
+    torchvision-compatible `resnet50` and `mobilenet_v2` (torchvision checkpoints load as `weights:`)."""
 
     model_config = _STRICT
-    builtin: Literal["resnet_teacher", "mobilenetv2_student"]
+    builtin: Literal["resnet_teacher", "mobilenetv2_student", "resnet50", "mobilenet_v2"]
     weights: str | None = None  # a state_dict (.pt loaded with weights_only=True, or .safetensors)
-    width: float = Field(1.0, gt=0, le=4)  # channel multiplier
+    width: float = Field(1.0, gt=0, le=4)  # channel multiplier (mobilenet_v2's width_mult; resnet50: 1 only)
 
 
 class FactoryModel(BaseModel):
@@ -54,58 +61,6 @@ ModelSpec = Annotated[
 ]
 
 
-class BuiltinData(BaseModel):
-    """scikit-learn's bundled handwritten digits, upsampled, with a fixed stratified split."""
-
-    model_config = _STRICT
-    builtin: Literal["digits"]
-    image_size: int = Field(16, ge=8, le=64)  # digits are 8x8; upsampled so the teacher is a real workload
-    split_seed: int = 0
-
-
-class NpzData(BaseModel):
-    """User data: npz files with `x` float32 NCHW and `y` int64 (unlabeled: `x` only)."""
-
-    model_config = _STRICT
-    train: str
-    val: str
-    test: str | None = None  # held-out split for final accuracy; `val` is used when absent
-    unlabeled: str | None = None  # extra images the student learns from through the teacher alone
-    mean: list[float] | None = None  # per-channel normalisation applied to x (recorded in the manifest)
-    std: list[float] | None = None
-
-    @field_validator("mean")
-    @classmethod
-    def _finite_mean(cls, v):
-        if v is not None and (not v or not all(math.isfinite(m) for m in v)):
-            raise ValueError("need one finite value per channel (or one for all)")
-        return v
-
-    @field_validator("std")
-    @classmethod
-    def _positive_std(cls, v):
-        if v is not None and (not v or not all(math.isfinite(s) and s > 0 for s in v)):
-            raise ValueError("need one finite value > 0 per channel (or one for all)")
-        return v
-
-    @model_validator(mode="after")
-    def _norm(self) -> NpzData:
-        if (self.mean is None) != (self.std is None):
-            raise ValueError("give both mean and std, or neither")
-        return self
-
-
-def _data_kind(v: Any) -> str:
-    builtin = isinstance(v, BuiltinData) or (isinstance(v, dict) and "builtin" in v)
-    return UNION_TAG + ("builtin" if builtin else "npz")
-
-
-DataSpec = Annotated[
-    Annotated[BuiltinData, Tag(UNION_TAG + "builtin")] | Annotated[NpzData, Tag(UNION_TAG + "npz")],
-    Discriminator(_data_kind),
-]
-
-
 class TrainTeacherConfig(BaseModel):
     """Training a teacher when none with weights is given."""
 
@@ -114,6 +69,16 @@ class TrainTeacherConfig(BaseModel):
     batch_size: int = Field(64, ge=1)
     lr: float = Field(0.003, gt=0)
     weight_decay: float = Field(5e-4, ge=0)
+    patience: int | None = Field(None, ge=1)  # stop after this many epochs without a better val accuracy
+
+
+class FeatureHint(BaseModel):
+    """One feature-distillation pair: the student layer learns (through a 1x1 adapter) the teacher layer."""
+
+    model_config = _STRICT
+    student: str = Field(min_length=1)  # a name from the student's named_modules(), e.g. "features.3"
+    teacher: str = Field(min_length=1)  # a name from the teacher's named_modules()
+    weight: float = Field(1.0, gt=0)
 
 
 class DistillConfig(BaseModel):
@@ -130,6 +95,8 @@ class DistillConfig(BaseModel):
     compare_scratch: bool = True  # also train the student from scratch with the same budget
     # Also measure KD vs scratch when only this fraction of images is labeled (the teacher labels the rest).
     label_scarce_fraction: float | None = Field(None, gt=0, lt=1)
+    patience: int | None = Field(None, ge=1)  # early stopping on val accuracy (None: train every epoch)
+    features: list[FeatureHint] = []  # feature (hint) distillation pairs, added to the KD loss
 
 
 class PruneConfig(BaseModel):
@@ -189,12 +156,20 @@ class BenchmarkConfig(BaseModel):
         return v
 
 
+DEVICES = "auto, cpu, cuda, cuda:N"
+
+
 class PipelineConfig(BaseModel):
     """The whole pipeline config file."""
 
     model_config = _STRICT
     name: str = "edgepipe-run"
     seed: int = 0
+    device: str = "auto"  # where training runs: auto (CUDA when present) | cpu | cuda | cuda:N
+    preprocess: PreprocessSpec | Literal["imagenet"] | None = None  # for image files (folders, CSV lists)
+    augment: Literal["shift", "standard", "none"] | None = None  # default: shift (digits, npz), standard (images)
+    skip_corrupt: bool = False  # leave unreadable image files out (counted in the manifest) instead of failing
+    workers: int | None = Field(None, ge=0)  # DataLoader worker processes (default: min(4, CPUs); 0 for arrays)
     num_classes: int | None = Field(None, ge=2)  # default: inferred from the labels
     teacher: ModelSpec
     student: ModelSpec
@@ -205,6 +180,15 @@ class PipelineConfig(BaseModel):
     export: ExportConfig = ExportConfig()
     quantize: QuantizeConfig = QuantizeConfig()
     benchmark: BenchmarkConfig = BenchmarkConfig()
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v):
+        import re
+
+        if not re.fullmatch(r"auto|cpu|cuda(:\d+)?", v):
+            raise ValueError(f"allowed: {DEVICES}")
+        return v
 
 
 def load_config(path: str | os.PathLike) -> tuple[PipelineConfig, Path]:
@@ -237,11 +221,14 @@ def _check_union_keys(path: Path, key: str, section: dict) -> None:
             allowed, kind = BuiltinData.model_fields, "builtin data"
             if section["builtin"] not in BUILTIN_DATA:
                 raise UserError(f"{path}: data.builtin = {section['builtin']!r}: allowed: {', '.join(BUILTIN_DATA)}")
-        elif "train" in section:
-            allowed, kind = NpzData.model_fields, "npz data"
+        elif "factory" in section:
+            allowed, kind = FactoryData.model_fields, "factory data"
+        elif "train" in section or "root" in section:
+            allowed, kind = FileData.model_fields, "file data"
         else:
             raise UserError(
-                f"{path}: data needs 'builtin: digits' or 'train:'/'val:' npz paths, got keys {sorted(section)}"
+                f"{path}: data needs 'builtin: digits', 'train:'/'val:' paths (image folders, .csv or .npz), "
+                f"'root:' with 'split:', or 'factory: module:function'; got keys {sorted(section)}"
             )
     else:
         if "builtin" in section:
@@ -275,8 +262,12 @@ def _check_files(cfg: PipelineConfig, base: Path, cfg_path: Path) -> None:
         ("teacher.weights", cfg.teacher.weights),
         ("student.weights", cfg.student.weights),
     ]
-    if isinstance(cfg.data, NpzData):
-        checks += [(f"data.{k}", getattr(cfg.data, k)) for k in ("train", "val", "test", "unlabeled")]
     for field, rel in checks:
         if rel is not None and not resolve(base, rel).is_file():
             raise UserError(f"{cfg_path}: {field} = {rel!r}: file not found: {resolve(base, rel)}")
+    if isinstance(cfg.data, FileData):
+        for k in ("train", "val", "test", "unlabeled", "root"):
+            rel = getattr(cfg.data, k)
+            if rel is not None and not resolve(base, rel).exists():
+                raise UserError(f"{cfg_path}: data.{k} = {rel!r}: not found: {resolve(base, rel)} (allowed: an "
+                                "image folder, a .csv list or an .npz file)")
