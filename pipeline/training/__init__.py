@@ -1,4 +1,5 @@
-"""Training entry points shared by the stages: `fit` (the loop), `train` (numpy arrays), evaluation.
+"""Training entry points shared by the stages: `fit` (the loop), `train` (numpy arrays), evaluation
+(`evaluate_loader`, `predict_logits`, `accuracy`).
 
 The loop lives in `training.loop.fit`: online knowledge distillation (the teacher runs on the same
 augmented batch the student sees, every step), CUDA with mixed precision and channels_last when present,
@@ -27,7 +28,7 @@ from pipeline.training.kd import kd_loss
 from pipeline.training.loop import fit
 
 __all__ = [
-    "ShiftAugment", "accuracy", "evaluate", "evaluate_loader", "fit", "init_distributed_from_env",
+    "ShiftAugment", "accuracy", "evaluate_loader", "fit", "init_distributed_from_env",
     "kd_loss", "make_sampler", "predict_logits", "predict_logits_loader", "resolve_device", "shift_images", "train",
 ]
 
@@ -49,11 +50,6 @@ def predict_logits(model: Any, x: np.ndarray, batch_size: int = 256) -> np.ndarr
 def accuracy(logits: np.ndarray, y: np.ndarray) -> float:
     """Top-1 accuracy in [0, 1]."""
     return float((logits.argmax(1) == y).mean()) if len(y) else 0.0
-
-
-def evaluate(model: Any, x: np.ndarray, y: np.ndarray) -> float:
-    """Top-1 accuracy of a torch model on (x, y)."""
-    return accuracy(predict_logits(model, x), y)
 
 
 def train(
