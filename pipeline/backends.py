@@ -34,6 +34,8 @@ class BuildResult:
         parity: engine vs ONNX Runtime (max abs diff, top-1 agreement), when it was measured.
         trtexec: the trtexec argv that builds the same engine on the device.
         device_command: the bundled trt_builder.py command that builds it on the device.
+        ort: ONNX Runtime Mobile targets: the .ort conversion, its check and ORT's mobile usability verdict
+            (`pipeline.build.ort_format.build_ort`); `engine` is then the .ort file.
     """
 
     status: str
@@ -43,6 +45,7 @@ class BuildResult:
     parity: dict | None = None
     trtexec: list | None = None
     device_command: list | None = None
+    ort: dict | None = None
 
 
 def ship_standalone(src: Path, dest: Path) -> None:
@@ -69,7 +72,7 @@ class Backend:
     readme_requirements = ""  # what the device needs, for the bundle README
 
     def build(self, onnx_path: Path, target: Target, workdir: Path, samples: Any = None,
-              force: bool = False) -> BuildResult:
+              force: bool = False, sparse_2_4: bool = False) -> BuildResult:
         """Build the final ONNX for `target` in `workdir`, or say why nothing is built.
 
         Args:
@@ -78,6 +81,8 @@ class Backend:
             workdir: the build stage's folder.
             samples: inputs (N, C, H, W) float32 for parity checks; None skips them.
             force: rebuild even when an engine with the same cache key is there.
+            sparse_2_4: the model's weights are 2:4 sparse (TensorRT's sparse-weights flag, on GPUs that have
+                sparse tensor cores; other backends ignore it).
         Returns:
             BuildResult.
         """
@@ -109,13 +114,16 @@ class Backend:
     def check_model(self, onnx_path: Path) -> None:
         """Refuse a final model this runtime cannot take (raises UserError); nothing to check by default."""
 
-    def bundle(self, target: Target, input_spec: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    def bundle(self, target: Target, input_spec: dict[str, Any], out: Path,
+               sparse_2_4: bool = False) -> dict[str, Any] | None:
         """Add this runtime's files to the bundle folder `out`.
 
         Args:
             target: the target.
             input_spec: the run manifest's `final.input`.
             out: the bundle folder being assembled.
+            sparse_2_4: the build stage found a 2:4 model for sparse tensor cores (the device build turns on
+                TensorRT's sparse-weights flag too).
         Returns:
             The manifest's `build` section, or None when the device builds nothing.
         """
@@ -125,6 +133,20 @@ class Backend:
         """The README sentence on what the device runner builds before measuring."""
         return "No build step: ONNX Runtime runs the ONNX directly."
 
+    def bundle_build_outputs(self, target: Target, run_dir: Path, record: dict[str, Any] | None,
+                             out: Path) -> dict[str, Any] | None:
+        """Copy what the run's build stage made for the device into the bundle (nothing by default).
+
+        Args:
+            target: the target.
+            run_dir: the pipeline run folder.
+            record: the run manifest's record of the build stage (files, metrics), or None.
+            out: the bundle folder being assembled.
+        Returns:
+            A manifest section, or None when nothing was added.
+        """
+        return None
+
 
 class OnnxRuntimeBackend(Backend):
     """ONNX Runtime targets (CPUs, ARM boards): the ONNX is served as is, with the target's session settings."""
@@ -133,9 +155,46 @@ class OnnxRuntimeBackend(Backend):
     readme_requirements = "numpy and onnxruntime"
 
     def build(self, onnx_path: Path, target: Target, workdir: Path, samples: Any = None,
-              force: bool = False) -> BuildResult:
-        """Nothing to build: "skipped" with the reason (see `Backend.build`)."""
-        return BuildResult("skipped", f"{self.runtime} target: the ONNX is served as is")
+              force: bool = False, sparse_2_4: bool = False) -> BuildResult:
+        """For `onnxruntime.model_format: ort`, the ORT-format model with its reduced-build config, checked
+        against the ONNX on the CPU provider; otherwise "skipped": the ONNX is served as is (see `Backend.build`)."""
+        if (target.onnxruntime or OrtSpec()).model_format != "ort":
+            return BuildResult("skipped", f"{self.runtime} target: the ONNX is served as is")
+        from pipeline.build.ort_format import build_ort
+
+        onnx_path = Path(onnx_path)
+        if not onnx_path.is_file():
+            raise UserError(f"build stage: ONNX not found: {onnx_path}")
+        built = build_ort(onnx_path, target, Path(workdir), samples)
+        return BuildResult("done", engine=Path(workdir) / built["ort_format"]["model"], report=built["ort_format"],
+                           parity=built["parity"], ort=built)
+
+    def cache_environment(self, target: Target) -> dict[str, Any]:
+        """The ONNX Runtime version when it writes an .ort (its format and optimizations follow the version)."""
+        if (target.onnxruntime or OrtSpec()).model_format != "ort":
+            return {}
+        import onnxruntime as ort
+
+        return {"onnxruntime": ort.__version__}
+
+    def bundle_build_outputs(self, target: Target, run_dir: Path, record: dict[str, Any] | None,
+                             out: Path) -> dict[str, Any] | None:
+        """For `model_format: ort` targets, ship model.ort, its operator config and the usability report, and
+        return the manifest's `ort_mobile` section (files, session setup, parity, ORT's mobile verdict)."""
+        if (target.onnxruntime or OrtSpec()).model_format != "ort":
+            return None
+        metrics = (record or {}).get("metrics") or {}
+        fmt, files = metrics.get("ort_format"), (record or {}).get("files") or {}
+        if not fmt or "ort_model" not in files:
+            raise UserError(f"run {run_dir} has no .ort model for target {target.name} (onnxruntime.model_format: "
+                            "ort): rerun the pipeline so the build stage writes it")
+        for role in ("ort_model", "ort_config", "usability_log"):
+            if role in files:
+                shutil.copyfile(run_dir / files[role], out / Path(files[role]).name)
+        return {"model": fmt["model"], "config": fmt["config"], "usability_log": fmt.get("usability_log"),
+                "session": fmt["session"], "fixed_batch": fmt.get("fixed_batch"),
+                "optimization_style": fmt["optimization_style"], "parity": metrics.get("parity"),
+                "mobile_usability": metrics.get("mobile_usability")}
 
     def host_runtime_options(self, target: Target, threads: int | None = None) -> Any:
         """The target's `onnxruntime:` section: threads, graph optimizations, the providers present here.
@@ -168,7 +227,7 @@ class TensorRTBackend(Backend):
                     (PIPELINE_DIR / "build" / "trt_plan.py", "trt_plan.py"))
 
     def build(self, onnx_path: Path, target: Target, workdir: Path, samples: Any = None,
-              force: bool = False) -> BuildResult:
+              force: bool = False, sparse_2_4: bool = False) -> BuildResult:
         """Build (or reuse) the engine when TensorRT and a CUDA GPU are here, and compare it with ONNX Runtime;
         otherwise "skipped" with the reason and the commands that build it on the device (see `Backend.build`)."""
         from pipeline.build.recipe import onnx_input_spec, tensorrt_recipe
@@ -178,7 +237,7 @@ class TensorRTBackend(Backend):
         if not onnx_path.is_file():
             raise UserError(f"build stage: ONNX not found: {onnx_path}")
         recipe = tensorrt_recipe(target, onnx_input_spec(onnx_path), onnx_name=onnx_path.name,
-                                 explicit_int8=onnx_has_qdq(onnx_path.read_bytes()))
+                                 explicit_int8=onnx_has_qdq(onnx_path.read_bytes()), sparse_2_4=sparse_2_4)
         trt, device, reason = tensorrt_here()
         if reason:
             return BuildResult("skipped", reason, trtexec=recipe.trtexec_argv, device_command=recipe.device_command)
@@ -220,7 +279,8 @@ class TensorRTBackend(Backend):
 
         check_qdq_for_tensorrt(onnx_path)
 
-    def bundle(self, target: Target, input_spec: dict[str, Any], out: Path) -> dict[str, Any] | None:
+    def bundle(self, target: Target, input_spec: dict[str, Any], out: Path,
+               sparse_2_4: bool = False) -> dict[str, Any] | None:
         """Ship the builder (with its planning module) and the runtime, write build_trtexec.sh, return the
         manifest's `build` section (see `Backend.bundle`)."""
         from pipeline.build.recipe import BUILDER_SCRIPT, TRTEXEC_SCRIPT, build_script, tensorrt_recipe
@@ -228,8 +288,8 @@ class TensorRTBackend(Backend):
         for src, name in self.bundle_files:
             ship_standalone(src, out / name)
         spec = target.tensorrt
-        gpu = tensorrt_recipe(target, input_spec)
-        dla = tensorrt_recipe(target, input_spec, dla=True) if spec.dla_cores > 0 else None
+        gpu = tensorrt_recipe(target, input_spec, sparse_2_4=sparse_2_4)
+        dla = tensorrt_recipe(target, input_spec, dla=True, sparse_2_4=sparse_2_4) if spec.dla_cores > 0 else None
         script = out / TRTEXEC_SCRIPT
         write_text(script, build_script(target, gpu.trtexec_argv, dla.trtexec_argv if dla else None))
         script.chmod(0o755)

@@ -17,6 +17,9 @@ from pipeline.version import __version__
 # and sets `func(args) -> int` on the parser.
 SUBCOMMAND_MODULES = (
     "pipeline.commands.run",
+    "pipeline.commands.export",
+    "pipeline.commands.quantize",
+    "pipeline.commands.build",
     "pipeline.bench.cli",
     "pipeline.deploy.cli",
     "pipeline.commands.targets",
@@ -46,6 +49,14 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help(sys.stderr)
         return 2
+    from pipeline.ranks import record_exit_code
+
+    rc = _dispatch(args)
+    record_exit_code(rc)  # under `edgepipe run --nproc N`: the launcher returns rank 0's code
+    return rc
+
+
+def _dispatch(args: argparse.Namespace) -> int:
     try:
         return int(args.func(args) or 0)
     except UserError as e:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -13,16 +14,19 @@ from pipeline.fileio import atomic_path
 INPUT_NAME, OUTPUT_NAME = "input", "logits"
 
 
-def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path, opset: int, dynamo: bool, simplify: bool) -> dict:
+def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path, opset: int, dynamo: bool, simplify: bool,
+                output_names: Sequence[str] | None = None, dynamic_hw: bool = False) -> dict:
     """Export `model` to ONNX with a dynamic batch axis, run onnx.checker, optionally simplify (onnxslim).
 
     Args:
-        model: nn.Module in eval mode.
+        model: nn.Module in eval mode, returning one tensor or a tuple of tensors.
         input_shape: (C, H, W).
         path: destination `.onnx` (written atomically).
         opset: ONNX opset.
         dynamo: use torch's dynamo exporter (needs onnxscript) instead of the TorchScript one.
         simplify: run onnxslim.
+        output_names: one name per output (default: "logits" for a single output).
+        dynamic_hw: also make the input's height and width (axes 2, 3) dynamic.
     Returns:
         {"nodes_before", "nodes_after", "opset", "simplified"}.
     """
@@ -32,11 +36,16 @@ def export_onnx(model: Any, input_shape: tuple[int, ...], path: Path, opset: int
     model.eval()
     example = torch.zeros(1, *input_shape)
     with atomic_path(path) as tmp:
-        kwargs = dict(input_names=[INPUT_NAME], output_names=[OUTPUT_NAME], opset_version=opset)
+        names = list(output_names or [OUTPUT_NAME])
+        kwargs = dict(input_names=[INPUT_NAME], output_names=names, opset_version=opset)
         if dynamo:
-            kwargs["dynamic_shapes"] = ({0: torch.export.Dim("batch", min=1)},)
+            axes = {0: torch.export.Dim("batch", min=1)}
+            if dynamic_hw:  # min 8: smaller inputs vanish in a few stride-2 layers
+                axes.update({2: torch.export.Dim("height", min=8), 3: torch.export.Dim("width", min=8)})
+            kwargs["dynamic_shapes"] = (axes,)
         else:
-            kwargs["dynamic_axes"] = {INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}}
+            inp = {0: "batch", 2: "height", 3: "width"} if dynamic_hw else {0: "batch"}
+            kwargs["dynamic_axes"] = {INPUT_NAME: inp, **{n: {0: "batch"} for n in names}}
         import warnings
 
         with warnings.catch_warnings():
@@ -76,10 +85,15 @@ def ort_session(path: Path, threads: int | None = None) -> Any:
 
 def ort_logits(path_or_session: Any, x: np.ndarray, batch_size: int = 64) -> np.ndarray:
     """Run an ONNX model over `x` in batches and return the first output."""
+    return ort_outputs(path_or_session, x, batch_size)[0]
+
+
+def ort_outputs(path_or_session: Any, x: np.ndarray, batch_size: int = 64) -> list[np.ndarray]:
+    """Run an ONNX model over `x` in batches and return every output (in the model's order), batches joined."""
     sess = ort_session(path_or_session) if isinstance(path_or_session, (str, Path)) else path_or_session
     name = sess.get_inputs()[0].name
-    outs = [sess.run(None, {name: x[i : i + batch_size]})[0] for i in range(0, len(x), batch_size)]
-    return np.concatenate(outs)
+    runs = [sess.run(None, {name: x[i : i + batch_size]}) for i in range(0, len(x), batch_size)]
+    return [np.concatenate([r[k] for r in runs]) for k in range(len(runs[0]))] if runs else []
 
 
 def compare_stream(batches: Any, ref: Any, new: Any) -> dict:
@@ -126,6 +140,84 @@ def compare_logits(ref: np.ndarray, new: np.ndarray) -> dict:
         "top1_agreement": float((ref.argmax(1) == new.argmax(1)).mean()) if len(ref) else 1.0,
         "samples": int(len(ref)),
     }
+
+
+def compare_outputs(ref: Sequence[np.ndarray], new: Sequence[np.ndarray], names: Sequence[str] | None = None) -> dict:
+    """Compare every output of two models run on the same inputs.
+
+    Args:
+        ref: the reference outputs (e.g. PyTorch's), one array per output.
+        new: the outputs under test, in the same order.
+        names: the outputs' names (default: output_0, output_1, ...).
+    Returns:
+        {"max_abs_diff" (over all outputs), "top1_agreement" (of the first output when it is (N, classes)
+        logits, else None), "samples", "outputs": {name: {"max_abs_diff", "shape"}}}.
+    Raises:
+        UserError: the two models give a different number of outputs or different shapes.
+    """
+    names = list(names or [f"output_{i}" for i in range(len(ref))])
+    if len(ref) != len(new) or len(names) != len(ref):
+        raise UserError(f"the models give {len(ref)} and {len(new)} outputs ({len(names)} names): they must match")
+    per = {}
+    for n, r, g in zip(names, ref, new, strict=True):
+        if r.shape != g.shape:
+            raise UserError(f"output {n!r}: shape {list(g.shape)} differs from the reference's {list(r.shape)}")
+        per[n] = {"max_abs_diff": float(np.abs(r.astype(np.float64) - g).max()) if r.size else 0.0,
+                  "shape": [int(d) for d in r.shape]}
+    first = ref[0] if len(ref) else np.zeros((0, 0))
+    logits = first.ndim == 2 and first.shape[1] > 1  # only class logits have a top-1 to agree on
+    return {
+        "max_abs_diff": max((p["max_abs_diff"] for p in per.values()), default=0.0),
+        "top1_agreement": compare_logits(first, new[0])["top1_agreement"] if logits else None,
+        "samples": int(len(first)),
+        "outputs": per,
+    }
+
+
+def model_output_specs(path: Path) -> list[dict]:
+    """Name, shape (dynamic dims as strings) and element type of each of the model's outputs, in order."""
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    return [{"name": o.name, "shape": [d.dim_param or d.dim_value for d in o.type.tensor_type.shape.dim],
+             "elem_type": onnx.TensorProto.DataType.Name(o.type.tensor_type.elem_type)} for o in m.graph.output]
+
+
+SPATIAL_KEY = "edgepipe.spatial_range"  # ONNX metadata: the input heights/widths verified at export
+
+
+def set_spatial_range(path: Path, ranges: dict[str, list[int]]) -> None:
+    """Record in the ONNX file the (height, width) range a dynamic-size model was checked at.
+
+    Args:
+        path: the ONNX file (rewritten atomically).
+        ranges: {"min", "opt", "max": [height, width]}; engines' shape profiles and benchmarks read it.
+    """
+    import json
+
+    import onnx
+
+    m = onnx.load(str(path))
+    kept = [p for p in m.metadata_props if p.key != SPATIAL_KEY]
+    del m.metadata_props[:]
+    m.metadata_props.extend(kept)
+    m.metadata_props.add(key=SPATIAL_KEY, value=json.dumps({k: [int(v) for v in ranges[k]]
+                                                            for k in ("min", "opt", "max")}))
+    with atomic_path(path) as tmp:
+        onnx.save(m, str(tmp))
+
+
+def spatial_range(path: Path) -> dict[str, list[int]] | None:
+    """The (height, width) range recorded by `set_spatial_range`, or None (static size, or not recorded)."""
+    import json
+
+    import onnx
+
+    m = onnx.load(str(path), load_external_data=False)
+    for p in m.metadata_props:
+        if p.key == SPATIAL_KEY:
+            return json.loads(p.value)
+    return None
 
 
 def model_input_spec(path: Path) -> dict:

@@ -1,8 +1,8 @@
 """The run loop: run the stages in registry order with caching, and write `manifest.json`.
 
-Each stage works in a scratch folder (`DIR/.work/<stage>`, wiped when the stage starts); only when it
-succeeds is its record written and the folder swapped in as `DIR/<stage>`. A failed or interrupted stage
-therefore leaves every earlier result, and its own previous result, untouched. Training calls keep
+How one stage runs in its scratch folder and is swapped in, and how the manifest is written, lives in
+`pipeline.run_folder`; which stages are skipped and where their inputs come from, in `pipeline.stages.plan`;
+who does what under torchrun, in `pipeline.ranks`. Training calls keep
 per-epoch resume states in `DIR/.resume/<stage>/` (never wiped at start, named by the stage's cache key),
 so rerunning an interrupted stage resumes it; they are deleted when the stage succeeds.
 """
@@ -10,45 +10,35 @@ so rerunning an interrupted stage resumes it; they are deleted when the stage su
 from __future__ import annotations
 
 import shutil
-import sys
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from pipeline.cache import keep, load_record, restore, save_record, shared_store, stage_key, tool_versions
+from pipeline import ranks
+from pipeline.cache import shared_store, stage_key, tool_versions
 from pipeline.errors import UserError
-from pipeline.fileio import atomic_path, sha256_file, write_bytes, write_json
-from pipeline.stages import STAGES, StageEntry
+from pipeline.fileio import atomic_path, sha256_file, write_json
+from pipeline.run_folder import (
+    cached_artifact,
+    make_folder,
+    make_logger,
+    manifest_stage,
+    run_single_stage,
+    run_stage,
+    run_worker_stage,
+    write_manifest,
+)
+from pipeline.stages import STAGES
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.final import final_record
-from pipeline.stages.fitting import clear_resume
+from pipeline.stages.plan import make_sources, skipped_stages, stage_inputs
 from pipeline.targets import Target, load_target
-from pipeline.version import __version__
-
-
-def _logger(quiet: bool) -> Callable[..., None]:
-    """A progress printer on stderr: `log(msg)` prints text as is; `log(msg, markup=True)` styles it."""
-    if quiet:
-        return lambda msg, markup=False: None
-    try:
-        from rich.console import Console
-        from rich.markup import escape
-
-        console = Console(stderr=True, highlight=False)
-
-        def log(msg: str, markup: bool = False) -> None:
-            console.print(f"[dim]{time.strftime('%H:%M:%S')}[/dim] {msg if markup else escape(msg)}", soft_wrap=True)
-
-        return log
-    except ImportError:  # pragma: no cover
-        return lambda msg, markup=False: print(msg, file=sys.stderr, flush=True)
 
 
 def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo", force: bool = False,
-                 quiet: bool = False) -> dict:
+                 quiet: bool = False, until: str | None = None) -> dict:
     """Run every stage for `target` into `out_dir`, reusing finished stages.
 
     Args:
@@ -57,14 +47,18 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
         out_dir: the run directory (created; an existing file there is a UserError).
         force: redo every stage even when its cache is valid.
         quiet: no progress output.
+        until: stop after this stage (`edgepipe export --config`); the manifest then has no final model.
     Returns:
         The manifest (also written to `out_dir/manifest.json`).
     """
     from pipeline.config import load_config
     from pipeline.data import load_data
 
-    log = _logger(quiet)
     cfg, base = load_config(config_path)
+    skipped = skipped_stages(cfg)  # stages with nothing to do for this config, with the reason
+    cfg = cfg.roles()  # a PyTorch `model:` is both the teacher and the student the stages read
+    rank, world = ranks.start(cfg.device)  # under torchrun: training stages on every rank, the rest on rank 0
+    log = make_logger(quiet or rank != 0)
     tgt = target if isinstance(target, Target) else load_target(target)
     out = make_folder(out_dir, "--out")
     log(f"[bold]edgepipe[/bold] {cfg.name} → target [bold]{tgt.name}[/bold] ({tgt.runtime}), run folder {out}",
@@ -72,7 +66,8 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
     data = _with_num_classes(load_data(cfg.data, base, cfg=cfg, cache_dir=shared_store(out)), cfg.num_classes,
                              config_path)
     _check_models_fit(cfg, data, base)
-    eval_info = _save_eval_data(out, data, cfg.seed)
+    eval_info = _save_eval_data(out, data, cfg.seed) if rank == 0 else {}
+    sources = make_sources(cfg, base, data, out, skipped)  # the given models, as the stages read them
     versions = tool_versions()
     common = {"data": data.digest(), "seed": cfg.seed, "teacher": _model_id(cfg.teacher, base), "versions": versions}
     student_id = _model_id(cfg.student, base)
@@ -80,114 +75,74 @@ def run_pipeline(config_path, target: Target | str = "cpu", out_dir="runs/demo",
     records: list[dict] = []
     store = shared_store(out)
     total0 = time.perf_counter()
-    for entry in STAGES:
+    for entry in STAGES[: [e.name for e in STAGES].index(until) + 1] if until else STAGES:
+        if world > 1 and not entry.trains:  # the training is over: every later stage runs once, on rank 0
+            ranks.leave()
+            if rank != 0:
+                return ranks.worker_result(rank, world)
+            world = 1
+        if entry.name in skipped:
+            records.append({"name": entry.name, "status": "skipped", "seconds": 0.0, "reason": skipped[entry.name],
+                            "artifact": None, "files": {}, "metrics": {}})
+            log(f"[dim]– {entry.name}: skipped ({skipped[entry.name]})[/dim]", markup=True)
+            continue
+        needed, came_from = stage_inputs(entry.needs, {**sources, **artifacts}, skipped)
         section = getattr(cfg, entry.config_key) if entry.config_key else None
         key = stage_key({
             "stage": entry.name, **common,
             "student": student_id if entry.uses_student else None,
             "config": section.model_dump() if section is not None else None,
             "extra": {k: getattr(cfg, k).model_dump() for k in entry.extra_config},
-            "inputs": {n: {r: sha256_file(p) for r, p in artifacts[n].files.items()} for n in entry.needs},
-            "target": tgt.model_dump() if entry.uses_target else None,
+            "inputs": {n: {r: sha256_file(p) for r, p in a.files.items()} for n, a in needed.items()},
+            "target": tgt.model_dump() if entry.uses_target else entry.target_facts(tgt, section),
             "environment": entry.environment_facts(tgt),
         })
         stage_dir = out / entry.name
-        art = None if force else _cached(entry, key, stage_dir, out / ".work" / entry.name, store)
+        work = out / ".work" / entry.name
+        art = None if force or rank != 0 else cached_artifact(entry, key, stage_dir, work, store)
+        if world > 1 and ranks.agree(art is not None) and rank != 0:
+            art = cached_artifact(entry, key, stage_dir, work, store)  # rank 0 found (or restored) it
         if art is not None:
             artifacts[entry.name] = art
-            records.append(_manifest_stage(entry.name, "cached", 0.0, art, out))
+            records.append(manifest_stage(entry.name, "cached", 0.0, art, out, came_from))
             log(f"[green]✓[/green] {entry.name}: cached", markup=True)
             continue
         log(f"[bold cyan]▶ {entry.name}[/bold cyan]: {entry.description}", markup=True)
-        inputs = StageInputs({n: artifacts[n] for n in entry.needs}, cfg, tgt, data, base, out, log, cache_key=key)
+        inputs = StageInputs(needed, cfg, tgt, data, base, out, log, cache_key=key)
+        if rank != 0:
+            art, seconds = run_worker_stage(entry, inputs, section, key, out, store, rank)
+            artifacts[entry.name] = art
+            continue
         try:
-            art, seconds = _run_stage(entry, inputs, section, key, out, store)
+            art, seconds = run_stage(entry, inputs, section, key, out, store)
         except BaseException:
-            _write_manifest(out, tgt, cfg, config_path, records, versions, None, failed=entry.name)
+            write_manifest(out, tgt, cfg, config_path, records, versions, None, failed=entry.name)
             raise
+        if world > 1:
+            ranks.wait_for_all()  # the others read this stage's record now
         artifacts[entry.name] = art
-        records.append(_manifest_stage(entry.name, art.status, seconds, art, out))
+        records.append(manifest_stage(entry.name, art.status, seconds, art, out, came_from))
         log(f"[green]✓[/green] {entry.name}: {art.status} in {seconds:.1f} s", markup=True)
     shutil.rmtree(out / ".work", ignore_errors=True)
-    final = final_record(artifacts, out, data, tgt, eval_info)
-    manifest = _write_manifest(out, tgt, cfg, config_path, records, versions, final)
+    if until:  # a partial run: recorded as such, so deploy refuses to bundle it
+        manifest = write_manifest(out, tgt, cfg, config_path, records, versions, None)
+        manifest["stopped_after"] = until
+        write_json(out / "manifest.json", manifest)
+        return manifest
+    final = final_record({**sources, **artifacts}, out, data, tgt, eval_info)
+    manifest = write_manifest(out, tgt, cfg, config_path, records, versions, final)
     manifest["pipeline_seconds"] = round(time.perf_counter() - total0, 2)
+    acc = "—" if final["accuracy"] is None else f"{final['accuracy'] * 100:.2f}%"
     log(f"[bold green]done[/bold green] in {manifest['pipeline_seconds']:.1f} s: final accuracy "
-        f"{final['accuracy'] * 100:.2f}%, p50 {final['latency_ms']['p50']:.3f} ms → {out / 'manifest.json'}",
+        f"{acc}, p50 {final['latency_ms']['p50']:.3f} ms → {out / 'manifest.json'}",
         markup=True)
     return manifest
 
 
-def make_folder(path: Any, flag: str) -> Path:
-    """Create the folder `path` (and its parents) for a command-line option.
-
-    Args:
-        path: the folder.
-        flag: the option that named it, for the message (e.g. "--out").
-    Returns:
-        The folder.
-    Raises:
-        UserError: `path`, or a folder above it, is a file.
-    """
-    p = Path(path)
-    if p.exists() and not p.is_dir():
-        raise UserError(f"{flag} {p} is a file; give a folder (new, or an earlier run's)")
-    try:
-        p.mkdir(parents=True, exist_ok=True)
-    except (FileExistsError, NotADirectoryError):
-        raise UserError(f"{flag} {p}: a part of this path is a file, not a folder") from None
-    return p
-
-
-def _cached(entry: StageEntry, key: str, stage_dir: Path, work: Path, store: Path) -> Artifact | None:
-    """The stage's artifact from its run folder or the shared store when its key matches, else None."""
-    rec = load_record(stage_dir, key)
-    if rec is None and restore(store, key, work):
-        _swap_in(work, stage_dir)  # finished by a sibling run folder with the same inputs
-        rec = load_record(stage_dir, key)
-    if rec is None:
+def _model_id(spec: Any, base: Path) -> dict | None:
+    """What identifies a model definition: its config, and a user factory's source file hash (None: no model)."""
+    if spec is None:
         return None
-    try:
-        metrics = entry.metrics.from_dict(rec["metrics"])
-    except (TypeError, KeyError, ValueError):  # recorded by another edgepipe version: redo the stage
-        return None
-    return Artifact({r: stage_dir / f["path"] for r, f in rec["files"].items()}, rec["primary"], metrics,
-                    rec["status"])
-
-
-def _run_stage(entry: StageEntry, inputs: StageInputs, section: Any, key: str, out: Path,
-               store: Path) -> tuple[Artifact, float]:
-    """Run one stage in its scratch folder, record it, swap it in and keep it in the store."""
-    work, stage_dir = out / ".work" / entry.name, out / entry.name
-    shutil.rmtree(work, ignore_errors=True)
-    work.mkdir(parents=True)
-    t0 = time.perf_counter()
-    try:
-        art = entry.load()(inputs, section, work)
-    except BaseException:
-        shutil.rmtree(work, ignore_errors=True)
-        raise
-    seconds = time.perf_counter() - t0
-    files = {r: Path(p) for r, p in art.files.items()}
-    save_record(work, key, files, art.primary, art.metrics.to_dict(), art.status, seconds)
-    _swap_in(work, stage_dir)
-    clear_resume(out, entry.name)  # its training calls' resume states (DIR/.resume/<stage>) are done with
-    keep(store, key, stage_dir)
-    art = Artifact({r: stage_dir / p.relative_to(work) for r, p in files.items()}, art.primary, art.metrics, art.status)
-    return art, seconds
-
-
-def _swap_in(work: Path, stage_dir: Path) -> None:
-    old = work.parent / f"{stage_dir.name}.old"
-    shutil.rmtree(old, ignore_errors=True)
-    if stage_dir.exists():
-        stage_dir.rename(old)
-    work.rename(stage_dir)
-    shutil.rmtree(old, ignore_errors=True)
-
-
-def _model_id(spec: Any, base: Path) -> dict:
-    """What identifies a model definition: its config, and a user factory's source file hash."""
     ident = spec.model_dump()
     if getattr(spec, "weights", None):
         from pipeline.config import resolve
@@ -212,13 +167,20 @@ def _with_num_classes(data: Any, num_classes: Any, config_path: Any) -> Any:
 
 
 def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
-    """Fail early, with a clear message, when the data's images do not fit the models."""
+    """Fail early, with a clear message, when the data's images do not fit the models.
+
+    With `eval:` (a user's evaluation), a model may return several outputs: only the forward pass is checked.
+    """
     import torch
 
     from pipeline.models import build_model
 
-    for role in ("teacher", "student"):
-        model = build_model(getattr(cfg, role), data.num_classes, data.input_shape[0], base, role).eval()
+    if getattr(cfg, "model", None) is not None:  # one given model (both roles); an ONNX one is checked at quantize
+        roles = [] if getattr(cfg, "onnx_source", None) else [("model", cfg.model)]
+    else:
+        roles = [(role, getattr(cfg, role)) for role in ("teacher", "student")]
+    for role, spec in roles:
+        model = build_model(spec, data.num_classes, data.input_shape[0], base, role).eval()
         try:
             with torch.no_grad():
                 out = model(torch.from_numpy(data.sample("train", 2)[0]))
@@ -227,6 +189,8 @@ def _check_models_fit(cfg: Any, data: Any, base: Path) -> None:
                 f"data: images of shape {list(data.input_shape)} (C, H, W) do not fit the {role} model: "
                 f"{str(e).splitlines()[0]}"
             ) from None
+        if getattr(cfg, "eval", None):  # the user's eval reads the outputs, whatever their form
+            continue
         if not isinstance(out, torch.Tensor):
             raise UserError(
                 f"{role}: the model returns {type(out).__name__}, but edgepipe needs one logits tensor of shape "
@@ -256,26 +220,4 @@ def _save_eval_data(out: Path, data: Any, seed: int) -> dict:
     return {"path": "data/eval.npz", "samples": int(len(x)), "of": data.count("test")}
 
 
-def _manifest_stage(name: str, status: str, seconds: float, art: Artifact, out: Path) -> dict:
-    return {"name": name, "status": status if status != "done" or art.status == "done" else art.status,
-            "seconds": round(seconds, 3),
-            "artifact": {"path": str(art.path.relative_to(out)), "sha256": sha256_file(art.path)},
-            "files": {r: str(p.relative_to(out)) for r, p in art.files.items()},
-            "metrics": art.metrics.to_dict()}
-
-
-def _write_manifest(out, tgt, cfg, config_path, records, versions, final, failed=None) -> dict:
-    manifest = {
-        "edgepipe_version": __version__, "target": tgt.name, "target_alias": tgt.alias, "config": str(config_path),
-        "name": cfg.name,
-        "complete": final is not None, "failed_stage": failed, "stages": records, "final": final,
-        "versions": {**versions, "python": sys.version.split()[0]},
-    }
-    if final is not None and (out / "report" / "report.md").exists():
-        for name in ("report.md", "report.png"):  # the report beside the manifest, written atomically too
-            write_bytes(out / name, (out / "report" / name).read_bytes())
-    write_json(out / "manifest.json", manifest)
-    return manifest
-
-
-__all__ = ["make_folder", "run_pipeline"]
+__all__ = ["make_folder", "run_pipeline", "run_single_stage"]

@@ -27,7 +27,8 @@ class QuantScheme(BaseModel):
     weight_type: Literal["int8", "uint8"] = "int8"
     per_channel: bool = True
     # 7-bit weights avoid the int16 accumulator saturation of AVX2/AVX-512 (no VNNI) u8s8 kernels.
-    reduce_range: bool = False
+    # "auto": the quantize stage measures both on the host (only true on x86 without VNNI) and records it.
+    reduce_range: bool | Literal["auto"] = False
     symmetric_activations: bool = False
     symmetric_weights: bool = True
     # TensorRT's ONNX parser rejects int32 bias DequantizeLinear: keep biases in float there.
@@ -62,8 +63,9 @@ class TensorRTSpec(BaseModel):
     # Which DLA core to use, and whether layers DLA cannot run may fall back to the GPU.
     dla_core: int = Field(0, ge=0, le=1)
     gpu_fallback: bool = True
+    # The GPU has 2:4 sparse tensor cores (Ampere and newer, every Orin). The build asks TensorRT for sparse
+    # kernels only when the model is also 2:4 (prune.sparsity: "2:4"); this says what the hardware offers.
     sparsity_2_4: bool = False
-    sparse_weights: bool = False
     jetpack: str | None = None
     tensorrt_version: str = Field(pattern=r"^\d+(\.\d+)*$")
     workspace_mib: int = Field(1024, ge=16)
@@ -75,8 +77,6 @@ class TensorRTSpec(BaseModel):
     def _hardware(self) -> TensorRTSpec:
         if self.use_dla and self.dla_cores == 0:
             raise ValueError("use_dla is true but this GPU has dla_cores = 0 (allowed: use_dla: false)")
-        if self.sparse_weights and not self.sparsity_2_4:
-            raise ValueError("sparse_weights is true but this GPU has no 2:4 sparse tensor cores")
         if self.use_dla and self.dla_core >= self.dla_cores:
             raise ValueError(f"dla_core = {self.dla_core} but this GPU has {self.dla_cores} DLA cores "
                              f"(allowed: 0..{self.dla_cores - 1})")
@@ -104,13 +104,77 @@ def _version_tuple(v: str) -> tuple[int, ...]:
     return tuple(int(x) for x in v.split(".") if x.isdigit())
 
 
+class XnnpackOptions(BaseModel):
+    """XNNPACK execution provider (ARM CPUs on Android/iOS): ORT's "intra_op_num_threads" provider option."""
+
+    model_config = _STRICT
+    # XNNPACK runs its own thread pool; ORT's docs recommend 1 intra-op thread for the session beside it.
+    intra_op_num_threads: int = Field(1, ge=1)
+
+
+class NnapiOptions(BaseModel):
+    """NNAPI execution provider (Android): the NNAPI_FLAG_* bits of ORT's nnapi_provider_factory.h."""
+
+    model_config = _STRICT
+    use_fp16: bool = False  # NNAPI_FLAG_USE_FP16: fp16 relaxation, faster on some NPUs, less precise
+    use_nchw: bool = False  # NNAPI_FLAG_USE_NCHW: API level 29+, measured slower than NHWC by ORT
+    cpu_disabled: bool = False  # NNAPI_FLAG_CPU_DISABLED: ORT's kernels instead of nnapi-reference on CPU
+    cpu_only: bool = False  # NNAPI_FLAG_CPU_ONLY: reference outputs, for validation only
+
+    @model_validator(mode="after")
+    def _exclusive(self) -> NnapiOptions:
+        if self.cpu_disabled and self.cpu_only:
+            raise ValueError("nnapi: cpu_disabled and cpu_only are both true (allowed: at most one of them)")
+        return self
+
+
+class CoreMLOptions(BaseModel):
+    """CoreML execution provider (iOS/macOS): ORT's provider options ModelFormat, MLComputeUnits,
+    RequireStaticInputShapes, EnableOnSubgraphs."""
+
+    model_config = _STRICT
+    model_format: Literal["MLProgram", "NeuralNetwork"] = "MLProgram"
+    compute_units: Literal["ALL", "CPUOnly", "CPUAndGPU", "CPUAndNeuralEngine"] = "ALL"
+    require_static_input_shapes: bool = False
+    enable_on_subgraphs: bool = False
+
+
+class OrtFormatSpec(BaseModel):
+    """How the ORT-format (.ort) model is made and checked against its ONNX (`onnxruntime.model_format: ort`)."""
+
+    model_config = _STRICT
+    # ORT's converter: "fixed" bakes every optimization in (CPU/XNNPACK); "runtime" saves some to replay at
+    # load time, which ORT recommends when NNAPI or CoreML take an unknown share of the nodes.
+    optimization_style: Literal["fixed", "runtime"] = "fixed"
+    # The .ort must agree with its ONNX on the held-out sample (ORT CPU provider on both).
+    min_top1_agreement: float = Field(0.995, ge=0, le=1)
+    max_abs_diff: float | None = Field(None, gt=0)  # None: measured and recorded, not gated
+    # Per-operator type lists in required_operators_and_types.config make a reduced build smaller still.
+    type_reduction: bool = True
+
+
 class OrtSpec(BaseModel):
-    """ONNX Runtime settings for CPU / ARM targets."""
+    """ONNX Runtime settings for CPU / ARM / phone targets."""
 
     model_config = _STRICT
     execution_providers: list[str] = ["CPUExecutionProvider"]
     intra_op_threads: int | None = Field(None, ge=1)
     graph_optimization_level: Literal["disable", "basic", "extended", "all"] = "all"
+    # "ort": the build stage also writes model.ort + required_operators_and_types.config (ORT Mobile).
+    model_format: Literal["onnx", "ort"] = "onnx"
+    ort_format: OrtFormatSpec = OrtFormatSpec()
+    xnnpack: XnnpackOptions | None = None
+    nnapi: NnapiOptions | None = None
+    coreml: CoreMLOptions | None = None
+
+    @model_validator(mode="after")
+    def _options_need_their_provider(self) -> OrtSpec:
+        for section, provider in (("xnnpack", "XnnpackExecutionProvider"), ("nnapi", "NnapiExecutionProvider"),
+                                  ("coreml", "CoreMLExecutionProvider")):
+            if getattr(self, section) is not None and provider not in self.execution_providers:
+                raise ValueError(f"onnxruntime.{section} is set but {provider} is not in execution_providers "
+                                 f"{self.execution_providers} (add it, or remove the {section} section)")
+        return self
 
 
 class Target(BaseModel):
@@ -121,11 +185,15 @@ class Target(BaseModel):
     description: str = ""
     runtime: Literal["onnxruntime", "tensorrt"]
     arch: Literal["x86_64", "aarch64"]
-    device_kind: Literal["cpu", "gpu", "jetson", "arm-board"]
+    # "phone": Android/iOS, served by ONNX Runtime Mobile in an app (no SSH, no Python there).
+    device_kind: Literal["cpu", "gpu", "jetson", "arm-board", "phone"]
     quantization: QuantScheme = QuantScheme()
     profile: ShapeProfile = ShapeProfile()
     benchmark_batches: list[int] = [1, 32]
     latency_budget_ms: float | None = Field(None, gt=0)
+    # Channel counts this hardware computes without waste (SIMD width, tensor-core tile, DLA format); the
+    # prune stage rounds pruned widths to it unless prune.round_to says otherwise.
+    channel_multiple: int = Field(8, ge=1, le=128)
     tensorrt: TensorRTSpec | None = None
     onnxruntime: OrtSpec | None = None
     # What the user typed (`jetson`, a file path); not a field: it never enters dumps or cache keys.
@@ -157,6 +225,9 @@ class Target(BaseModel):
                 raise ValueError("a jetson target needs tensorrt.jetpack (the JetPack release on the device)")
         if self.runtime == "onnxruntime" and self.onnxruntime is None:
             object.__setattr__(self, "onnxruntime", OrtSpec())
+        if self.device_kind == "phone" and self.runtime != "onnxruntime":
+            raise ValueError(f"device_kind 'phone' needs runtime 'onnxruntime' (ONNX Runtime Mobile), "
+                             f"got {self.runtime!r}")
         return self
 
 

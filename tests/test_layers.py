@@ -18,27 +18,34 @@ PKG = ROOT / "pipeline"
 # Lowest first; a module may import its own layer or any layer listed before it.
 LAYERS: tuple[tuple[str, tuple[str, ...]], ...] = (
     ("base", ("pipeline.version", "pipeline.errors", "pipeline.fileio", "pipeline.validation", "pipeline.safeload",
-              "pipeline.device_facts", "pipeline.preprocess", "pipeline.isa")),
+              "pipeline.device_facts", "pipeline.preprocess", "pipeline.isa", "pipeline.user_code")),
     ("specs", ("pipeline.targets", "pipeline.config")),
     ("runtimes", ("pipeline.runtimes",)),
     ("tools", ("pipeline.build", "pipeline.bench", "pipeline.models", "pipeline.data", "pipeline.datasets",
-               "pipeline.training", "pipeline.onnx_utils")),
+               "pipeline.training", "pipeline.onnx_utils", "pipeline.int8", "pipeline.pruning", "pipeline.tasks")),
     ("backends", ("pipeline.backends",)),
     ("stages", ("pipeline.stages",)),
-    ("orchestration", ("pipeline.run_loop", "pipeline.cache", "pipeline.deploy")),
+    ("orchestration", ("pipeline.run_loop", "pipeline.run_folder", "pipeline.cache", "pipeline.deploy",
+                       "pipeline.ranks")),
     ("interface", ("pipeline.cli", "pipeline.commands", "pipeline.__main__", "pipeline")),
 )
 RANK = {name: i for i, (name, _) in enumerate(LAYERS)}
 
 # Inside `tools`, these parts stay independent of each other, except for the arrows listed.
 TOOL_PARTS = ("pipeline.build", "pipeline.bench", "pipeline.models", "pipeline.data", "pipeline.datasets",
-              "pipeline.training", "pipeline.onnx_utils")
+              "pipeline.training", "pipeline.onnx_utils", "pipeline.int8", "pipeline.pruning", "pipeline.tasks")
 TOOL_ARROWS = {
     ("pipeline.training", "pipeline.models"),  # training loops build and checkpoint models
     ("pipeline.training", "pipeline.datasets"),  # and read batches from the streamed data sets
     ("pipeline.data", "pipeline.datasets"),  # the config's data section becomes data sets
     ("pipeline.bench", "pipeline.onnx_utils"),  # the harness reads an ONNX model's input spec
     ("pipeline.build", "pipeline.onnx_utils"),
+    ("pipeline.int8", "pipeline.onnx_utils"),  # the INT8 search compares ONNX models
+    ("pipeline.int8", "pipeline.training"),  # QAT fine-tunes with the KD loop
+    ("pipeline.pruning", "pipeline.onnx_utils"),  # candidates are exported and timed as ONNX
+    ("pipeline.pruning", "pipeline.bench"),  # ... timed by the same latency harness as `edgepipe bench`
+    ("pipeline.int8", "pipeline.bench"),  # INT8 candidates are timed by that harness too
+    ("pipeline.tasks", "pipeline.onnx_utils"),  # user eval functions run ONNX models too
 }
 
 

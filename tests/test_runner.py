@@ -30,9 +30,12 @@ def test_external_models_and_npz_run_every_stage(external_project, tmp_path, cap
     f = m["final"]
     assert f["input"]["shape"] == [1, 2, 8, 8] and f["input"]["layout"] == "NCHW"
     assert set(f["latency_ms"]) == {"p50", "p90", "p99"} and f["latency_ms"]["p50"] > 0
-    # the final file is a real INT8 QDQ graph, and the teacher's FP32 ONNX is kept for reruns
+    # the final file is a real INT8 QDQ graph, unless the INT8 search measured FP32 faster on this CPU for this
+    # tiny 8x8 model and shipped it with the reason; the teacher's FP32 ONNX is kept for reruns
     ops = {n.op_type for n in onnx.load(str(out / f["path"])).graph.node}
-    assert {"QuantizeLinear", "DequantizeLinear"} <= ops
+    q = by["quantize"]["metrics"]
+    assert {"QuantizeLinear", "DequantizeLinear"} <= ops if q.get("decision", "int8") == "int8" else (
+        "QuantizeLinear" not in ops and q["reason"])
     assert (out / f["teacher_onnx"]).is_file() and (out / "report.md").is_file() and (out / "report.png").is_file()
     assert json.loads((out / "manifest.json").read_text())["final"]["sha256"] == f["sha256"]
     # every training call recorded how it ran, and left no resume state behind once its stage succeeded
@@ -121,11 +124,15 @@ def test_npz_with_wrong_arrays_names_the_path(external_project, tmp_path, capsys
 
 def test_sibling_run_folders_share_target_independent_stages(digits_tiny, tmp_path):
     run_pipeline(digits_tiny, target="cpu", out_dir=tmp_path / "runs" / "cpu", quiet=True)
-    other = run_pipeline(digits_tiny, target="arm64-cpu", out_dir=tmp_path / "runs" / "arm", quiet=True)
+    # jetson-orin-nano has the cpu target's channel multiple (16), so pruning is shared too
+    other = run_pipeline(digits_tiny, target="jetson-orin-nano", out_dir=tmp_path / "runs" / "arm", quiet=True)
     status = {s["name"]: s["status"] for s in other["stages"]}
     assert [status[n] for n in ("train_teacher", "distill", "prune", "export")] == ["cached"] * 4
     assert status["quantize"] == "done"  # the target's INT8 scheme differs
     assert (tmp_path / "runs" / "arm" / "export" / "teacher_fp32.onnx").is_file()
+    # arm64-cpu rounds channels to 8: its pruning is its own
+    arm = run_pipeline(digits_tiny, target="arm64-cpu", out_dir=tmp_path / "runs" / "arm64", quiet=True)
+    assert {s["name"]: s["status"] for s in arm["stages"]}["prune"] == "done"
     # a corrupted store entry is never trusted: it is redone
     store = tmp_path / "runs" / ".edgepipe-cache"
     for f in store.glob("*/student.pt"):

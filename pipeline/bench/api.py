@@ -39,6 +39,21 @@ def open_model(stack: ExitStack, model: str, runtime: str | None, options: Runti
         raise
 
 
+def recorded_hw(model: str) -> list[int] | None:
+    """The (height, width) a dynamic-size ONNX was exported at, as its metadata records it (None: not recorded)."""
+    if not str(model).lower().endswith(".onnx"):
+        return None
+    from pathlib import Path
+
+    from pipeline.onnx_utils import spatial_range
+
+    try:
+        rng = spatial_range(Path(model))
+    except Exception:  # unreadable here: the runtime reports the real problem when it opens the file
+        return None
+    return rng["opt"] if rng else None
+
+
 def bench_model(
     model: str,
     *,
@@ -81,10 +96,10 @@ def bench_model(
                           transfers=transfers or "included")
     with ExitStack() as stack:
         rt = open_model(stack, model, runtime, opts)
-        feeds = {"model": make_feeds(rt.inputs(), shapes, batch)}
+        feeds = {"model": make_feeds(rt.inputs(), shapes, batch, default_hw=recorded_hw(model))}
         if reference:
             ref = open_model(stack, reference, None, RuntimeOptions(threads=threads, providers=plist, device=device))
-            feeds["reference"] = make_feeds(ref.inputs(), None, batch)
+            feeds["reference"] = make_feeds(ref.inputs(), None, batch, default_hw=recorded_hw(reference))
             res = measure_interleaved({"model": rt, "reference": ref}, feeds, cfg)
             stats, ref_stats = res["model"], (reference, res["reference"])
         else:

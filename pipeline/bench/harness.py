@@ -219,6 +219,7 @@ def make_feeds(
     shapes: Mapping[str | None, Sequence[int]] | None = None,
     batch: int | None = None,
     seed: int = 0,
+    default_hw: Sequence[int] | None = None,
 ) -> dict[str, Any]:
     """Random inputs matching the model's inputs.
 
@@ -227,6 +228,8 @@ def make_feeds(
         shapes: explicit shapes by input name (key None: the only/first input).
         batch: fills a dynamic leading dimension (default 1).
         seed: RNG seed, so repeated runs feed the same data.
+        default_hw: fills a dynamic height/width (axes 2, 3 of an NCHW input) with no shape given, e.g. the
+            size a dynamic-size ONNX was exported at (`pipeline.onnx_utils.spatial_range(...)["opt"]`).
     Returns:
         name -> numpy array.
     Raises:
@@ -246,7 +249,7 @@ def make_feeds(
     feeds: dict[str, Any] = {}
     for i, s in enumerate(specs):
         given = shapes.get(s.name, shapes.get(None) if i == 0 else None)
-        shape = _resolve(s, given, batch)
+        shape = _resolve(s, given, batch, default_hw)
         dt = np.dtype(s.dtype if s.dtype in np.sctypeDict else "float32")
         if dt.kind == "f":
             feeds[s.name] = rng.standard_normal(shape).astype(dt)
@@ -257,7 +260,8 @@ def make_feeds(
     return feeds
 
 
-def _resolve(s: TensorSpec, given: Sequence[int] | None, batch: int | None) -> tuple[int, ...]:
+def _resolve(s: TensorSpec, given: Sequence[int] | None, batch: int | None,
+             default_hw: Sequence[int] | None = None) -> tuple[int, ...]:
     model = tuple(s.shape)
     if given is not None:
         given = tuple(int(d) for d in given)
@@ -283,6 +287,8 @@ def _resolve(s: TensorSpec, given: Sequence[int] | None, batch: int | None) -> t
             out.append(m)
         elif j == 0:
             out.append(batch or 1)
+        elif default_hw is not None and len(model) == 4 and j in (2, 3):
+            out.append(int(default_hw[j - 2]))
         else:
             raise UserError(
                 f"input {s.name!r} has a dynamic dimension {j} ({_fmt(model)}): give its shape with --shape"

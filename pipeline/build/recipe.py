@@ -27,12 +27,14 @@ TRTEXEC_SCRIPT = "build_trtexec.sh"
 TRTEXEC_DEFAULT = "/usr/src/tensorrt/bin/trtexec"  # where JetPack installs it (it is in no pip wheel)
 
 
-def build_options_for(target: Target, workdir: str | Path = ".") -> Any:
+def build_options_for(target: Target, workdir: str | Path = ".", sparse_2_4: bool = False) -> Any:
     """BuildOptions from a TensorRT target (profile, workspace, FP16, sparsity, DLA, timing cache).
 
     Args:
         target: a TensorRT target.
         workdir: the folder the timing cache lives in ("." = next to the engine, where the build runs).
+        sparse_2_4: the model's weights are 2:4 sparse (prune.sparsity "2:4"). TensorRT's sparse-weights
+            flag is on only when they are AND the GPU has sparse tensor cores (`tensorrt.sparsity_2_4`).
     Returns:
         pipeline.build.trt_plan.BuildOptions.
     Raises:
@@ -45,7 +47,7 @@ def build_options_for(target: Target, workdir: str | Path = ".") -> Any:
         raise UserError(f"target {target.name!r} has runtime {target.runtime!r}; only TensorRT targets build engines")
     return BuildOptions(
         min_batch=target.profile.min_batch, opt_batch=target.profile.opt_batch, max_batch=target.profile.max_batch,
-        workspace_mib=spec.workspace_mib, fp16=spec.allow_fp16, sparse=spec.sparse_weights,
+        workspace_mib=spec.workspace_mib, fp16=spec.allow_fp16, sparse=sparse_2_4 and spec.sparsity_2_4,
         dla_core=spec.dla_core if spec.use_dla else None, gpu_fallback=spec.gpu_fallback,
         opt_level=spec.builder_optimization_level,
         timing_cache=str(Path(workdir) / TIMING_CACHE) if spec.timing_cache else None,
@@ -82,14 +84,18 @@ class BuildRecipe:
         return dataclasses.replace(self.options, timing_cache=cache)
 
     def profile_shapes(self) -> dict[str, dict[str, list[int]]]:
-        """{input: {"min"|"opt"|"max": full shape}}, as the engine cache key records them."""
-        o, dims = self.options, list(self.input_dims)
-        return {self.input_name: {k: [b] + dims for k, b in (("min", o.min_batch), ("opt", o.opt_batch),
-                                                             ("max", o.max_batch))}}
+        """{input: {"min"|"opt"|"max": full shape}}, as the engine cache key records them (height and width
+        from the options' ranges when the model's are dynamic)."""
+        from pipeline.build.trt_plan import profile_shapes_for
+
+        dims = [-1, *self.input_dims]
+        if self.options.opt_hw and len(dims) == 4:
+            dims[2:] = [-1, -1]
+        return {self.input_name: profile_shapes_for(self.input_name, dims, self.options)}
 
 
 def tensorrt_recipe(target: Target, input_spec: dict[str, Any], dla: bool = False, explicit_int8: bool = True,
-                    onnx_name: str = MODEL_NAME) -> BuildRecipe:
+                    onnx_name: str = MODEL_NAME, sparse_2_4: bool = False) -> BuildRecipe:
     """The recipe for `target`'s engine of a model with input `input_spec`.
 
     Args:
@@ -100,12 +106,13 @@ def tensorrt_recipe(target: Target, input_spec: dict[str, Any], dla: bool = Fals
             A target with `use_dla` always gets it.
         explicit_int8: the ONNX holds Q/DQ nodes (trtexec < 11 then needs --int8).
         onnx_name: the ONNX file's name in the build folder.
+        sparse_2_4: the model is 2:4 sparse (see `build_options_for`).
     Returns:
         The BuildRecipe.
     Raises:
         UserError: the target is not a TensorRT target.
     """
-    opts = build_options_for(target)
+    opts = build_options_for(target, sparse_2_4=sparse_2_4)
     spec = target.tensorrt
     dla = dla or spec.use_dla
     opts = dataclasses.replace(opts, dla_core=spec.dla_core if dla else None)
@@ -116,9 +123,20 @@ def tensorrt_recipe(target: Target, input_spec: dict[str, Any], dla: bool = Fals
     from pipeline.build.trtexec import trtexec_build_argv
 
     dims = tuple(int(d) for d in input_spec["shape"][1:])
+    hw = input_spec.get("spatial_range")
+    if hw and not dla and len(dims) == 3:  # a dynamic height/width: the profile spans the range export checked
+        opts = dataclasses.replace(opts, min_hw=list(hw["min"]), opt_hw=list(hw["opt"]), max_hw=list(hw["max"]))
+        dims = (dims[0], *(int(v) for v in hw["opt"]))
     argv = trtexec_build_argv(onnx_name, ENGINE_NAME, opts, spec.tensorrt_version, {input_spec["name"]: list(dims)},
                               explicit_int8=explicit_int8)
-    return BuildRecipe(opts, input_spec["name"], dims, list(argv), _builder_args(opts, onnx_name), onnx=onnx_name)
+    recipe = BuildRecipe(opts, input_spec["name"], dims, list(argv), _builder_args(opts, onnx_name), onnx=onnx_name)
+    if opts.opt_hw:  # trtexec's shapes per profile point, height and width included
+        shapes = recipe.profile_shapes()[input_spec["name"]]
+        flags = {f"--{k}Shapes=": f"--{k}Shapes={input_spec['name']}:{'x'.join(map(str, shapes[k]))}"
+                 for k in ("min", "opt", "max")}
+        argv = [next((v for f, v in flags.items() if a.startswith(f)), a) for a in argv]
+        recipe = dataclasses.replace(recipe, trtexec_argv=argv)
+    return recipe
 
 
 def _builder_args(o: Any, onnx_name: str) -> list[str]:
@@ -135,20 +153,27 @@ def _builder_args(o: Any, onnx_name: str) -> list[str]:
         args += ["--timing-cache", o.timing_cache]
     if o.dla_core is not None and o.gpu_fallback:
         args.append("--gpu-fallback")
+    if o.opt_hw:  # a dynamic height/width: its range, HxW
+        for k in ("min", "opt", "max"):
+            args += [f"--{k}-hw", "x".join(str(v) for v in getattr(o, f"{k}_hw"))]
     return args
 
 
 def onnx_input_spec(onnx_path: Path) -> dict[str, Any]:
-    """The input spec of an ONNX file (one input; only the batch axis may be dynamic).
+    """The input spec of an ONNX file (one input; the batch axis may be dynamic, and the height and width of
+    an NCHW input when the export recorded the range it checked them at).
 
     Args:
         onnx_path: the model.
     Returns:
-        {"name", "shape" (batch first; 1 where dynamic), "dynamic_batch"}.
+        {"name", "shape" (batch first; 1 where dynamic; the recorded opt height/width), "dynamic_batch",
+        "spatial_range" ({"min", "opt", "max": [h, w]} or None)}.
     Raises:
-        UserError: more than one input, or a dynamic axis other than the batch.
+        UserError: more than one input, or a dynamic axis other than the batch without a recorded range.
     """
     import onnx
+
+    from pipeline.onnx_utils import spatial_range
 
     model = onnx.load(str(onnx_path), load_external_data=False)
     inits = {i.name for i in model.graph.initializer}
@@ -158,9 +183,14 @@ def onnx_input_spec(onnx_path: Path) -> dict[str, Any]:
                         "recipe builds models with exactly one input")
     inp = inputs[0]
     dims = [d.dim_value if d.HasField("dim_value") else -1 for d in inp.type.tensor_type.shape.dim]
+    hw = spatial_range(onnx_path) if len(dims) == 4 and min(dims[2:]) < 1 and dims[1] >= 1 else None
+    if hw:
+        dims[2:] = hw["opt"]
     if not dims or any(d < 1 for d in dims[1:]):
-        raise UserError(f"{onnx_path}: input {inp.name!r} has dynamic dims {dims}; only the batch axis may be")
-    return {"name": inp.name, "shape": [max(dims[0], 1), *dims[1:]], "dynamic_batch": dims[0] < 1}
+        raise UserError(f"{onnx_path}: input {inp.name!r} has dynamic dims {dims}; only the batch axis may be, and "
+                        "the height/width of a model edgepipe exported (it records the range it checked)")
+    return {"name": inp.name, "shape": [max(dims[0], 1), *dims[1:]], "dynamic_batch": dims[0] < 1,
+            "spatial_range": hw}
 
 
 def check_standalone(path: Path) -> None:

@@ -56,6 +56,7 @@ try:  # inside the edgepipe package (names re-exported: callers import them from
         network_creation_flags,
         onnx_has_qdq,
         plan_precision,
+        profile_shapes_for,
         summarize_layers,
     )
 except ImportError:  # in a deploy bundle on the device: trt_plan.py sits beside this file
@@ -67,6 +68,7 @@ except ImportError:  # in a deploy bundle on the device: trt_plan.py sits beside
         network_creation_flags,
         onnx_has_qdq,
         plan_precision,
+        profile_shapes_for,
         summarize_layers,
     )
 
@@ -119,24 +121,11 @@ def cuda_device_info() -> Dict[str, Any]:
 
 
 def _profile_shapes(network: Any, options: BuildOptions) -> Dict[str, Dict[str, List[int]]]:
-    """min/opt/max shapes per input: the batch axis (0) from options; any other dynamic axis is an error."""
-    shapes: Dict[str, Dict[str, List[int]]] = {}
-    for i in range(network.num_inputs):
-        tensor = network.get_input(i)
-        dims = list(tensor.shape)
-        if any(d < 0 for d in dims[1:]):
-            raise BuildError(
-                "input %r has shape %s: only the batch axis (0) may be dynamic" % (tensor.name, dims)
-            )
-        if dims and dims[0] < 0:
-            shapes[tensor.name] = {
-                "min": [options.min_batch] + dims[1:],
-                "opt": [options.opt_batch] + dims[1:],
-                "max": [options.max_batch] + dims[1:],
-            }
-        else:
-            shapes[tensor.name] = {"min": dims, "opt": dims, "max": dims}
-    return shapes
+    """min/opt/max shapes per input: a dynamic batch from the options' batch range, a dynamic height/width from
+    their (height, width) ranges (`trt_plan.profile_shapes_for`); any other dynamic axis is a BuildError."""
+    return {network.get_input(i).name: profile_shapes_for(network.get_input(i).name,
+                                                          list(network.get_input(i).shape), options)
+            for i in range(network.num_inputs)}
 
 
 def _dla_layer_report(trt: Any, network: Any, config: Any) -> Dict[str, List[str]]:
@@ -314,12 +303,30 @@ def _parse_args(argv: Optional[Sequence[str]]) -> argparse.Namespace:
     p.add_argument("--timing-cache", default=None)
     p.add_argument("--opt-level", type=int, default=3)
     p.add_argument("--report", default=None, help="write the build report (JSON) here")
+    for k in ("min", "opt", "max"):  # a dynamic height/width (NCHW axes 2, 3): its profile sizes
+        p.add_argument("--%s-hw" % k, type=_hw, default=None, metavar="HxW")
     args = p.parse_args(argv)
+    given = [args.min_hw, args.opt_hw, args.max_hw]
+    if any(given) and not all(given):
+        p.error("give all of --min-hw, --opt-hw and --max-hw, or none")
+    if all(given) and not all(args.min_hw[i] <= args.opt_hw[i] <= args.max_hw[i] for i in (0, 1)):
+        p.error("need --min-hw <= --opt-hw <= --max-hw in both height and width")
     if not (1 <= args.min_batch <= args.opt_batch <= args.max_batch):
         p.error("need 1 <= --min-batch <= --opt-batch <= --max-batch")
     if not (0 <= args.opt_level <= 5):
         p.error("--opt-level must be 0..5")
     return args
+
+
+def _hw(text: str) -> List[int]:
+    """"224x224" -> [224, 224]."""
+    try:
+        h, w = (int(v) for v in text.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError("%r: allowed: HEIGHTxWIDTH, e.g. 224x224" % text) from None
+    if h < 1 or w < 1:
+        raise argparse.ArgumentTypeError("%r: height and width must be >= 1" % text)
+    return [h, w]
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
@@ -329,6 +336,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         min_batch=args.min_batch, opt_batch=args.opt_batch, max_batch=args.max_batch,
         workspace_mib=args.workspace_mib, fp16=args.fp16, sparse=args.sparse, dla_core=args.dla_core,
         gpu_fallback=args.gpu_fallback, opt_level=args.opt_level, timing_cache=args.timing_cache,
+        min_hw=args.min_hw, opt_hw=args.opt_hw, max_hw=args.max_hw,
     )
     try:
         trt = import_tensorrt()

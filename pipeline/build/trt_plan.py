@@ -27,11 +27,47 @@ class BuildOptions:
     max_batch: int = 8
     workspace_mib: int = 1024
     fp16: bool = False
-    sparse: bool = False
+    sparse: bool = False  # SPARSE_WEIGHTS: a 2:4 model on a GPU with sparse tensor cores (recipe decides)
     dla_core: Optional[int] = None
     gpu_fallback: bool = True
     opt_level: Optional[int] = 3
     timing_cache: Optional[str] = None
+    # (height, width) ranges for an NCHW input whose axes 2 and 3 are dynamic; None: the ONNX's fixed size
+    min_hw: Optional[List[int]] = None
+    opt_hw: Optional[List[int]] = None
+    max_hw: Optional[List[int]] = None
+
+
+def profile_shapes_for(name: str, dims: List[int], options: BuildOptions) -> Dict[str, List[int]]:
+    """min/opt/max shapes of one input: a dynamic axis 0 from the batch range, dynamic axes 2 and 3 (height
+    and width of an NCHW input) from the options' (height, width) ranges.
+
+    Args:
+        name: the input's name (for the message).
+        dims: its shape, -1 (or None) where dynamic.
+        options: the BuildOptions.
+    Returns:
+        {"min", "opt", "max": full shape}.
+    Raises:
+        BuildError: a dynamic axis the options give no range for.
+    """
+    out: Dict[str, List[int]] = {}
+    for key in ("min", "opt", "max"):
+        batch, hw = getattr(options, key + "_batch"), getattr(options, key + "_hw")
+        shape = []
+        for j, d in enumerate(dims):
+            if d is not None and d >= 0:
+                shape.append(int(d))
+            elif j == 0:
+                shape.append(int(batch))
+            elif j in (2, 3) and len(dims) == 4 and hw:
+                shape.append(int(hw[j - 2]))
+            else:
+                raise BuildError("input %r has shape %s: axis %d is dynamic and no range is given for it "
+                                 "(allowed: a dynamic batch, and a dynamic height/width with min/opt/max sizes)"
+                                 % (name, dims, j))
+        out[key] = shape
+    return out
 
 
 def _member(enum: Any, name: str) -> Any:

@@ -162,6 +162,39 @@ def _files(spec: Any, base: Path, num_classes: int | None, opts: _Options, cache
                 pre.to_dict() if pre else None, opts.workers, test_is_val, extra={"classes": classes})
 
 
+def open_data_file(path: Path, field: str, preprocess: Any, cache_dir: Path) -> Any:
+    """One data file or folder read as `data:` reads a split, outside a config (e.g. `edgepipe quantize --calib`).
+
+    Args:
+        path: an .npz (`x`, optional `y`), an image folder (class subfolders, or flat) or a .csv list.
+        field: the option or field that named it, for messages.
+        preprocess: "imagenet", a `PreprocessSpec`, or None (required for image files).
+        cache_dir: where compressed npz members are extracted.
+    Returns:
+        A dataset of `(image, label)` items; label -1 where the data has no labels.
+    Raises:
+        UserError: a missing or unreadable path, no images, image files without a preprocess.
+    """
+    import types
+
+    from pipeline.data.sources import open_split
+    from pipeline.datasets import DatasetError
+
+    if not path.exists():
+        raise UserError(f"{field} {path}: not found (allowed: an .npz, an image folder or a .csv list)")
+    kind = _kind_of(path, field)
+    opts = _Options(types.SimpleNamespace(preprocess=preprocess))
+    pre = _image_recipe(opts, field) if kind != "npz" else None
+    spec = types.SimpleNamespace(mean=None, std=None)
+    err = ""
+    for split in ("train", "unlabeled"):  # labeled first; an npz with x only, or a flat folder, is unlabeled
+        try:
+            return open_split(split, path, kind, pre, opts, spec, None, cache_dir)[0]
+        except DatasetError as e:
+            err = str(e).replace("data.train: ", "").replace("data.unlabeled: ", "")
+    raise UserError(f"{field} {path}: {err}")
+
+
 def _image_recipe(opts: _Options, field: str) -> Any:
     pre = opts.recipe()
     if pre is None:

@@ -112,8 +112,10 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         "target_alias": target.alias,
         "runtime": backend.device_module,
         "model": MODEL_NAME,
-        "input": final["input"],
+        "input": _input_spec(final["input"], model_src),
         "output": final.get("output"),
+        # every output of the model, in order (boxes and scores, masks, several heads): read from the file
+        "outputs": _output_specs(model_src),
         "preprocessing": {
             "layout": final["input"].get("layout", "NCHW"), "dtype": final["input"].get("dtype", "float32"),
             "mean": final["input"].get("mean"), "std": final["input"].get("std"),
@@ -134,9 +136,25 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
         "source_run": {"dir": str(run_dir.resolve()), "manifest_sha256": sha256_file(run_dir / "manifest.json"),
                        "model_sha256": final.get("sha256")},
     }
-    build = backend.bundle(target, final["input"], out)
+    build_record = next((r for r in run.get("stages") or [] if r.get("name") == "build"), None)
+    # what the quantize stage chose (e.g. reduce_range false on a VNNI host): the device runner refuses a
+    # full-range model on an x86 CPU without VNNI, where its u8*s8 sums can saturate
+    q_record = next((r for r in run.get("stages") or [] if r.get("name") == "quantize"), None)
+    q_metrics = (q_record or {}).get("metrics") or {}
+    if q_metrics.get("scheme"):
+        manifest["quantization"] = {k: q_metrics["scheme"].get(k) for k in ("activation_type", "weight_type",
+                                                                             "reduce_range")}
+        manifest["quantization"]["decision"] = q_metrics.get("decision", "int8")
+        if manifest["quantization"]["decision"] != "int8":  # a float model ships: no INT8 weights to saturate
+            manifest["quantization"]["reduce_range"] = None
+    sparse = bool(((build_record or {}).get("metrics") or {}).get("sparse_2_4"))  # the build stage decided it
+    build = backend.bundle(target, manifest["input"], out, sparse_2_4=sparse)
     if build is not None:
         manifest["build"] = build
+    # ONNX Runtime Mobile targets: model.ort + required_operators_and_types.config made by the build stage
+    ort_mobile = backend.bundle_build_outputs(target, run_dir, build_record, out)
+    if ort_mobile is not None:
+        manifest["ort_mobile"] = ort_mobile
     write_text(out / "README.md", _readme(manifest, backend))
     manifest["files"] = {
         p.relative_to(out).as_posix(): {"sha256": sha256_file(p), "bytes": p.stat().st_size}
@@ -148,6 +166,25 @@ def _assemble(run_dir: Path, run: dict[str, Any], target: Target, out: Path) -> 
     for p in out.rglob("*"):
         p.chmod(0o755 if p.is_dir() or p.suffix == ".sh" else 0o644)
     return manifest
+
+
+def _input_spec(recorded: dict[str, Any], model: Path) -> dict[str, Any]:
+    """The run's input record, plus the height/width range a dynamic-size ONNX was checked at (engine profiles)."""
+    if model.suffix != ".onnx":
+        return recorded
+    from pipeline.onnx_utils import spatial_range
+
+    hw = spatial_range(model)
+    return dict(recorded, spatial_range=hw) if hw else recorded
+
+
+def _output_specs(model: Path) -> list[dict[str, Any]] | None:
+    """Name, shape and type of each model output (None for a file that is not ONNX)."""
+    if model.suffix != ".onnx":
+        return None
+    from pipeline.onnx_utils import model_output_specs
+
+    return model_output_specs(model)
 
 
 def _device_batches(target: Target) -> list[int]:

@@ -81,6 +81,14 @@ def _check_dla(args: argparse.Namespace, target_name: str, dla_cores: int) -> No
                         f"(allowed: {', '.join(map(str, range(dla_cores))) or 'none, omit --dla-core'})")
 
 
+def _check_phone(args: argparse.Namespace, target_name: str, device_kind: str | None) -> None:
+    """Refuse --device for a phone target: an app on Android/iOS runs the bundle's model.ort, not SSH."""
+    if args.device is not None and device_kind == "phone":
+        raise UserError(f"--device {args.device}: target {target_name} is a phone (device_kind: phone), which "
+                        "edgepipe cannot reach over SSH; build the bundle without --device and ship its model.ort "
+                        "(with required_operators_and_types.config for a reduced ONNX Runtime build) in your app")
+
+
 def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | None]:
     """Load the target once, run the pipeline if asked, then bundle; returns (bundle dir, manifest, run dir)."""
     from pipeline.deploy.bundle import check_dist, make_bundle
@@ -90,6 +98,7 @@ def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | 
         raise UserError("--target is required with --config/--run (e.g. --target cpu, arm64-cpu, jetson)")
     target = load_target(args.target)
     _check_dla(args, target.name, target.tensorrt.dla_cores if target.tensorrt else 0)  # before minutes of work
+    _check_phone(args, target.name, target.device_kind)
     dist = Path(args.dist or f"dist/{target.name}")
     check_dist(dist)
     if args.config:
@@ -105,6 +114,12 @@ def _make_bundle(args: argparse.Namespace) -> tuple[Path, dict[str, Any], str | 
 def finish_instructions(dist: Path, manifest: dict[str, Any]) -> str:
     """The exact commands to finish at the device by hand (printed when no --device is given)."""
     name = manifest["target"]["name"]
+    if manifest["target"].get("device_kind") == "phone":  # an app loads the model: nothing to run over SSH
+        ort = manifest.get("ort_mobile") or {}
+        return (f"edgepipe: bundle ready in {dist}. {name} is a phone: add {dist / ort.get('model', 'model.ort')} "
+                f"to your app and open it with the providers and session options in {dist / 'manifest.json'} "
+                f"(ort_mobile.session); {dist / ort.get('config', 'required_operators_and_types.config')} lists the "
+                "operators for a reduced-size ONNX Runtime build.")
     remote = f"edgepipe/{name}"
     q = shlex.quote
     lines = [
@@ -138,6 +153,7 @@ def main(args: argparse.Namespace) -> int:
         if not isinstance(manifest, dict) or manifest.get("format") != BUNDLE_FORMAT:
             raise UserError(f"--bundle {dist}: manifest.json is not an edgepipe bundle manifest ({BUNDLE_FORMAT})")
         _check_dla(args, manifest["target"]["name"], (manifest["target"].get("tensorrt") or {}).get("dla_cores", 0))
+        _check_phone(args, manifest["target"]["name"], manifest["target"].get("device_kind"))
         if args.target and load_target(args.target).name != manifest["target"]["name"]:
             raise UserError(f"--bundle {dist} is for target {manifest['target']['name']!r}, not {args.target!r}")
         if ssh_target is None:

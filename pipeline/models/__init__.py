@@ -5,12 +5,12 @@ from __future__ import annotations
 import importlib
 import importlib.util
 import inspect
-import sys
 from pathlib import Path
 from typing import Any
 
 from pipeline.errors import UserError
 from pipeline.safeload import load_weights as load_weights  # re-exported: callers import it from here
+from pipeline.user_code import import_user_module
 
 BUILTINS = {
     "resnet_teacher": ("pipeline.models.resnet", "make_resnet_teacher"),
@@ -46,7 +46,7 @@ def build_model(spec: Any, num_classes: int, in_channels: int, base: Path, role:
             return fn(num_classes=num_classes, in_channels=in_channels, width_mult=spec.width)
         return fn(num_classes=num_classes, in_channels=in_channels, width=spec.width)
     mod_name, fn_name = spec.factory.split(":")
-    mod = _import_factory_module(mod_name, base, spec.factory, role)
+    mod = import_user_module(mod_name, base, spec.factory, f"{role}.factory")
     fn = getattr(mod, fn_name, None)
     if not callable(fn):
         raise UserError(f"{role}.factory = {spec.factory!r}: module {mod_name!r} has no function {fn_name!r}")
@@ -62,33 +62,3 @@ def build_model(spec: Any, num_classes: int, in_channels: int, base: Path, role:
     if not isinstance(model, nn.Module):
         raise UserError(f"{role}.factory = {spec.factory!r} returned {type(model).__name__}, not a torch.nn.Module")
     return model
-
-
-def _import_factory_module(mod_name: str, base: Path, factory: str, role: str) -> Any:
-    """Import the factory's module, preferring the file beside the config.
-
-    A `models.py` beside the config is loaded from that file even when another module called
-    `models` was imported earlier in the process; otherwise the module is imported normally
-    (an installed package such as `mypkg.nets`).
-    """
-    if str(base) not in sys.path:
-        sys.path.insert(0, str(base))  # so the user's module can import its siblings
-    rel = Path(*mod_name.split("."))
-    for cand in (base / rel.with_suffix(".py"), base / rel / "__init__.py"):
-        if cand.is_file():
-            unique = f"_edgepipe_user_{abs(hash(str(cand.resolve())))}_{mod_name.replace('.', '_')}"
-            spec = importlib.util.spec_from_file_location(unique, cand)
-            mod = importlib.util.module_from_spec(spec)
-            sys.modules[unique] = mod
-            try:
-                spec.loader.exec_module(mod)
-            except Exception as e:
-                del sys.modules[unique]
-                raise UserError(
-                    f"{role}.factory = {factory!r}: importing {cand} failed: {type(e).__name__}: {e}") from None
-            return mod
-    try:
-        return importlib.import_module(mod_name)
-    except ImportError as e:
-        raise UserError(f"{role}.factory = {factory!r}: cannot import module {mod_name!r} ({e})") from None
-

@@ -46,19 +46,17 @@ def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
     bcfg = BenchConfig(warmup=cfg.warmup, iterations=cfg.iterations, threads=options.threads)
     results: dict = {}
     pool = None
-    paths = {label: str(inputs.artifact(stage).files[role]) for label, stage, role in MODELS}
+    paths, same_as = model_paths(inputs)
     names = {label: model_input_spec(path)["name"] for label, path in paths.items()}
     for batch in batches:
         x = np.ascontiguousarray(np.resize(d.sample("test", batch)[0], (batch, *d.input_shape)), dtype=np.float32)
         out = measure_onnx_interleaved(paths, {label: {names[label]: x} for label in paths}, bcfg, options)
         stats, pool = out["stats"], out["thread_pool"]
+        stats.update({label: stats[other] for label, other in same_as.items()})
         for label, s in stats.items():
             results.setdefault(label, {})[str(batch)] = s
-        t, f = stats["teacher_fp32"], stats["final_int8"]
-        inputs.log(
-            f"[benchmark] batch {batch}: teacher p50 {t['p50']:.3f} ms, student {stats['student_fp32']['p50']:.3f} ms, "
-            f"INT8 {f['p50']:.3f} ms ({t['p50'] / f['p50']:.1f}x faster than the teacher)"
-        )
+        inputs.log(f"[benchmark] batch {batch}: " + ", ".join(
+            f"{label} p50 {s['p50']:.3f} ms" for label, s in stats.items() if label not in same_as))
     env = fingerprint(threads=options.threads)
     doc = {"runtime": "onnxruntime", "device": "host CPU", "batches": batches, "results": results, "environment": env,
            "thread_pool": pool, "session": {"threads": options.threads, "providers": options.providers,
@@ -68,8 +66,38 @@ def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
     b1 = str(batches[0])
     latency = {label: {b: LatencySummary(**{k: v[k] for k in SUMMARY}) for b, v in per.items()}
                for label, per in results.items()}
+    ref = results.get("teacher_fp32", results["student_fp32"])  # without a teacher: the FP32 model given
     metrics = BenchmarkMetrics(
         latency=latency, batch=int(b1), threads=env.get("threads_used", options.threads),
-        speedup_p50_vs_teacher=round(results["teacher_fp32"][b1]["p50"] / results["final_int8"][b1]["p50"], 2))
+        speedup_p50_vs_teacher=round(ref[b1]["p50"] / results["final_int8"][b1]["p50"], 2))
     return Artifact({"results": path}, "results", metrics)
+
+
+def model_paths(inputs: StageInputs) -> tuple[dict[str, str], dict[str, str]]:
+    """The ONNX files to time, by label, each file once.
+
+    Skipped stages leave gaps and repeats: an ONNX `model:` has no teacher; `quantize.enabled: false` makes
+    the final model the FP32 student; a `model:` that is not pruned is its own teacher. A file named twice is
+    timed once and its numbers recorded under both labels (`final_int8` keeps its name: it is the final model,
+    whatever its precision; the manifest's `final.precision` says which).
+
+    Args:
+        inputs: needs `export` (or the ONNX source standing in for it) and `quantize` (or its stand-in).
+    Returns:
+        ({label: path} to time, {label: label whose numbers it shares}).
+    """
+    from pipeline.fileio import sha256_file
+
+    paths, same_as, seen = {}, {}, {}
+    for label, stage, role in MODELS:
+        art = inputs.artifacts.get(stage)
+        if art is None or role not in art.files:
+            continue
+        path = str(art.files[role])
+        digest = sha256_file(path)
+        if digest in seen:
+            same_as[label] = seen[digest]
+        else:
+            paths[label], seen[digest] = path, label
+    return paths, same_as
 

@@ -34,15 +34,26 @@ def macs_and_params(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]
 
 
 def accuracy_on(inputs: Any, model: Any, split: str = "test") -> float:
-    """Top-1 accuracy of a torch model on a split, streamed through a loader (memory: one batch).
+    """The model's score on a split: the user's `eval:` function when the config names one, else top-1.
+
+    Every stage that measures a torch model's accuracy comes through here (train_teacher, distill, prune),
+    so a detector or any other task is scored the same way everywhere; ONNX stages use the same function.
 
     Args:
-        inputs: the stage's `StageInputs` (data, config.device).
+        inputs: the stage's `StageInputs` (data, config.device, config.eval, config_dir).
         model: the nn.Module.
         split: "test" (the held-out split) or "val".
     Returns:
-        Accuracy in [0, 1].
+        Top-1 accuracy (streamed through a loader, memory: one batch), or the user's score, in [0, 1].
+    Raises:
+        UserError: the user's function fails or returns something other than a score in [0, 1].
     """
+    spec = getattr(inputs.config, "eval", None)
+    if spec:
+        from pipeline.tasks.user_eval import eval_split, load_eval, make_predict, score
+
+        # the user's function reads every output (boxes, scores, masks): argmax over a tuple means nothing
+        return score(load_eval(spec, inputs.config_dir), make_predict(model), eval_split(inputs.data, split))
     from pipeline.training import evaluate_loader
 
     device = getattr(inputs.config, "device", "auto")

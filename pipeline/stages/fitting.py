@@ -88,7 +88,7 @@ def train_model(
         mask = d.student_labels()[1]
     # labels alone: the labeled images are the whole training set
     dataset = d.student_set(mask.astype(bool), labeled_only=teacher is None)
-    loader = d.loader("train", batch_size, shuffle=True, seed=seed, dataset=dataset, check=True)
+    loader = d.loader("train", _per_rank(batch_size), shuffle=True, seed=seed, dataset=dataset, check=True)
     val_loader = d.loader("val", 256)
     pairs = [(f.student, f.teacher, f.weight) if hasattr(f, "student") else tuple(f) for f in features]
     path = resume_path(inputs, stage, tag)
@@ -98,6 +98,18 @@ def train_model(
                temperature=temperature, alpha=alpha, augment=augment, features=pairs,
                val_loader=val_loader, patience=patience, device=getattr(inputs.config, "device", "auto"),
                resume_path=path, resume_key=f"{inputs.cache_key}:{tag}", seed=seed, log=log, tag=tag, quiet=True)
+
+
+def _per_rank(batch_size: int) -> int:
+    """The config's batch size is the global batch: under torchrun each of N ranks takes batch_size / N."""
+    from pipeline.errors import UserError
+    from pipeline.training.dist import rank_and_world
+
+    world = rank_and_world()[1]
+    if batch_size % world:
+        raise UserError(f"batch_size = {batch_size} does not divide by the {world} processes of this run "
+                        f"(allowed: a multiple of {world}; it is the global batch, split across processes)")
+    return batch_size // world
 
 
 def check_features(features: Any, student: Any, teacher: Any, field: str = "distill.features") -> None:

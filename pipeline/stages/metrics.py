@@ -91,6 +91,7 @@ class TrainingRun(Metrics):
     best_epoch: int | None = optional()
     stopped_early_at: int | None = optional()
     resumed_at_epoch: int | None = optional()
+    world_size: int = 1  # training processes (DDP ranks under `edgepipe run --nproc N`)
 
     @classmethod
     def of(cls, stats: dict) -> TrainingRun:
@@ -100,7 +101,7 @@ class TrainingRun(Metrics):
                    images_per_s=None if ips is None else round(float(ips), 1), epochs=int(stats["epochs"]),
                    epochs_planned=int(stats["epochs_planned"]), seconds=float(stats["seconds"]),
                    best_epoch=stats.get("best_epoch"), stopped_early_at=stats.get("stopped_early_at"),
-                   resumed_at_epoch=stats.get("resumed_at_epoch"))
+                   resumed_at_epoch=stats.get("resumed_at_epoch"), world_size=int(stats.get("world_size", 1)))
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -160,6 +161,20 @@ class PruneMetrics(Metrics):
     params_reduction: float | None = optional()
     macs_reduction: float | None = optional()
     training: TrainingRun | None = optional()  # the KD fine-tune (the last step's, when iterative)
+    # prune.target runs: the budget, the search's candidates, and what the pruning bought, measured (p50 ms,
+    # batch 1, ONNX Runtime CPU, one thread, interleaved with the unpruned student in one process).
+    target: dict | None = optional()  # {"kind", "value"}
+    search: list | None = optional()  # one dict per measured candidate
+    latency_before_ms: float | None = optional()
+    latency_ms: float | None = optional()
+    speedup: float | None = optional()
+    latency_min_before_ms: float | None = optional()  # minima: what the search decides on (shared host)
+    latency_min_ms: float | None = optional()
+    speedup_min: float | None = optional()
+    profile_weighted: bool | None = optional()  # group ratios weighted by the per-layer latency profile
+    round_to: int | None = optional()  # the channel multiple used (prune.round_to or the target's)
+    sparsity: str | None = optional()  # "2:4": weights 2:4 sparse along input channels (the build reads it)
+    sparse_layers: int | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,6 +214,24 @@ class QuantizeMetrics(Metrics):
     method: str
     calibration_samples: int
     file_bytes: int
+    # The search (issue 8); optional, so records written before it still read back.
+    decision: str | None = optional()  # "int8", or "fp32" when INT8 was not faster on the target
+    reason: str | None = optional()
+    calibration: str | None = optional()  # the chosen calibration, e.g. "percentile 99.99 @256"
+    search_seconds: float | None = optional()
+    search_timed_out: bool | None = optional()
+    steps: dict | None = optional()  # reduce_range, calibration, equalize, bias_correction: chosen / kept and why
+    float_layers: list | None = optional()  # [{name, why, cost_ms}] of the layers left in float
+    latency_ms: dict | None = optional()  # fp32_ms, int8_ms, all_int8_ms (batch 1, the target's ORT options)
+    isa: dict | None = optional()  # the host ISA facts behind reduce_range
+    fake_quant: bool | None = optional()  # TensorRT targets: accuracy measured as fake-quant
+    float_layers_precision: str | None = optional()  # TensorRT: how float layers run on the device
+    qat: dict | None = optional()
+    # Any task (issue 9): the head's decode arithmetic kept in float ([{name, op_type, outputs, why}]), and
+    # the score that judged the model ("top-1" or the user's "module:function").
+    head_exclusions: list | None = optional()
+    head_exclusions_effect: dict | None = optional()  # score_with, score_without, drop_pp_without_vs_with
+    scored_by: str | None = optional()
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -211,6 +244,11 @@ class BuildMetrics(Metrics):
     build: dict | None = optional()
     summary: str | None = optional()
     reason: str | None = optional()
+    # ONNX Runtime Mobile targets (`onnxruntime.model_format: ort`): the .ort file, its reduced-build config,
+    # how the app opens it, and ORT's mobile usability verdict (NNAPI / CoreML partition coverage).
+    ort_format: dict | None = optional()
+    mobile_usability: dict | None = optional()
+    sparse_2_4: bool | None = optional()  # True: built with TensorRT's sparse-weights flag (2:4 model, sparse cores)
 
     @property
     def note(self) -> str:

@@ -33,7 +33,8 @@ def run(inputs: StageInputs, cfg, workdir: Path) -> Artifact:
     hist = run = None
     if spec.weights:
         load_weights(model, resolve(inputs.config_dir, spec.weights), "teacher")
-        source = f"weights {spec.weights}"
+        # a `model:` config: this is the trained model itself, the FP32 reference every later stage compares with
+        source = f"{'model: ' if getattr(inputs.config, 'model', None) is not None else ''}weights {spec.weights}"
     else:
         inputs.log(f"[train_teacher] no teacher weights given: training the teacher for {cfg.epochs} epochs")
         stats = train_model(inputs, "train_teacher", "train_teacher", model,

@@ -86,3 +86,46 @@ def test_summarize_layers_finds_dla_subgraphs() -> None:
     s = summarize_layers(info)
     assert s["count"] == 2 and s["dla_subgraphs"] == ["{ForeignNode[/stem/Conv.../pw/Conv]}"]
     assert summarize_layers({"Layers": ["a", "b"]})["dla_subgraphs"] == [] and summarize_layers(None) is None
+
+
+class _Input:
+    def __init__(self, name, shape):
+        self.name, self.shape = name, shape
+
+
+class _Network:
+    def __init__(self, *inputs):
+        self._inputs = inputs
+        self.num_inputs = len(inputs)
+
+    def get_input(self, i):
+        return self._inputs[i]
+
+
+def test_builder_profile_covers_a_dynamic_height_and_width() -> None:
+    from pipeline.build import trt_builder
+
+    args = trt_builder._parse_args(["--onnx", "m.onnx", "--engine", "m.engine", "--max-batch", "4",
+                                    "--min-hw", "96x128", "--opt-hw", "224x224", "--max-hw", "320x448"])
+    opts = trt_builder.BuildOptions(min_batch=1, opt_batch=1, max_batch=4, min_hw=args.min_hw, opt_hw=args.opt_hw,
+                                    max_hw=args.max_hw)
+    shapes = trt_builder._profile_shapes(_Network(_Input("input", [-1, 3, -1, -1])), opts)
+    assert shapes == {"input": {"min": [1, 3, 96, 128], "opt": [1, 3, 224, 224], "max": [4, 3, 320, 448]}}
+    fixed = trt_builder._profile_shapes(_Network(_Input("input", [-1, 3, 224, 224])), opts)
+    assert fixed["input"]["max"] == [4, 3, 224, 224]
+
+
+@pytest.mark.parametrize("argv", [["--min-hw", "96x96"], ["--min-hw", "300x300", "--opt-hw", "224x224",
+                                                                      "--max-hw", "320x320"], ["--min-hw", "ax1"]])
+def test_builder_rejects_partial_or_unordered_hw(argv) -> None:
+    from pipeline.build import trt_builder
+
+    with pytest.raises(SystemExit):
+        trt_builder._parse_args(["--onnx", "m.onnx", "--engine", "m.engine", *argv])
+
+
+def test_builder_dynamic_hw_without_a_range_is_a_build_error() -> None:
+    from pipeline.build import trt_builder
+
+    with pytest.raises(trt_builder.BuildError, match="axis 2 is dynamic"):
+        trt_builder._profile_shapes(_Network(_Input("input", [-1, 3, -1, -1])), trt_builder.BuildOptions())

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pytest
 import torch
 
 from pipeline.stages import prune
@@ -28,3 +29,65 @@ def test_disabled_pruning_keeps_the_student(ctx, teacher, student):
     m = art.metrics
     assert not m.pruned and m.params == m.params_before and m.accuracy == m.accuracy_before
     assert m.params_reduction is None and "params_reduction" not in m.to_dict()
+
+
+def _run(ctx, teacher, student, name, device="cpu", **update):
+    cfg = ctx.cfg.prune.model_copy(update=update)
+    return prune.run(ctx.inputs({"train_teacher": teacher, "distill": student}, target=device), cfg,
+                     ctx.workdir(name))
+
+
+def test_macs_target_is_met_and_recorded(ctx, teacher, student):
+    from pipeline.config import PruneTarget
+
+    goal = int(student.metrics.macs * 0.8)  # 16-channel groups stay whole at the cpu multiple (16)
+    art = _run(ctx, teacher, student, "prune_macs", target=PruneTarget(macs=goal), finetune_epochs=1)
+    m = art.metrics
+    assert m.pruned and m.macs <= goal and m.target == {"kind": "macs", "value": goal}
+    assert m.search and any(step["holds"] for step in m.search) and m.latency_before_ms > 0 and m.latency_ms > 0
+    assert m.round_to == ctx.inputs().target.channel_multiple
+    again = PruneMetrics.from_dict(m.to_dict())  # the cached record reads back
+    assert again == m
+
+
+def test_target_accuracy_miss_is_budget_exceeded_with_numbers(ctx, teacher, student, monkeypatch):
+    from pipeline.config import PruneTarget
+    from pipeline.errors import BudgetExceeded
+
+    scores = iter([0.9, 0.5])  # held-out accuracy before, then after the fine-tune: a 40-point drop
+    monkeypatch.setattr(prune, "accuracy_on", lambda inputs, model: next(scores))
+    with pytest.raises(BudgetExceeded, match=r"accuracy fell 40.00 points \(90.00% -> 50.00%\), more than "
+                                             r"prune.max_accuracy_drop = 2.0; relax prune.target"):
+        _run(ctx, teacher, student, "prune_drop", target=PruneTarget(macs=int(student.metrics.macs * 0.8)),
+             finetune_epochs=0, max_accuracy_drop=2.0)
+
+
+def test_unreachable_speedup_is_budget_exceeded(ctx, teacher, student):
+    from pipeline.config import PruneTarget
+    from pipeline.errors import BudgetExceeded
+
+    # a 2x8x8 model sits at ONNX Runtime's per-call floor: no pruning makes it 50x faster
+    with pytest.raises(BudgetExceeded, match=r"target speedup = 50 not reached"):
+        _run(ctx, teacher, student, "prune_fast", target=PruneTarget(speedup=50.0), search_steps=3)
+
+
+def test_2_4_sparsity_is_refused_without_sparse_tensor_cores(ctx, teacher, student):
+    from pipeline.errors import UserError
+
+    for device in ("cpu", "jetson-xavier-nx"):
+        with pytest.raises(UserError, match="needs sparse tensor cores"):
+            _run(ctx, teacher, student, f"prune_24_{device}", device=device, sparsity="2:4")
+
+
+def test_2_4_sparsity_on_orin_exports_2_4_weights(ctx, teacher, student):
+    from pipeline.pruning.latency import export_bytes
+    from pipeline.pruning.sparsity import is_2_4_sparse
+
+    art = _run(ctx, teacher, student, "prune_24", device="jetson-orin-nano", ratio=0.0, sparsity="2:4",
+               finetune_epochs=3, max_accuracy_drop=10.0)
+    m = art.metrics
+    assert m.sparsity == "2:4" and m.sparse_layers > 0 and m.params == m.params_before
+    assert m.accuracy_before - m.accuracy <= 0.10  # within the configured budget (10 points)
+    model = load_model(ctx.inputs(), "student", art.path)
+    assert is_2_4_sparse(model.state_dict())
+    assert is_2_4_sparse(export_bytes(model, ctx.data.input_shape))

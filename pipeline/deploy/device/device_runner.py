@@ -147,6 +147,42 @@ def _has_module(name: str) -> bool:
     return importlib.util.find_spec(name) is not None
 
 
+_VNNI_FLAGS = ("avx512_vnni", "avx512vnni", "avx_vnni", "avxvnni", "amx_int8", "amxint8")
+
+
+def full_range_refusal(manifest: dict, cpuinfo: str, machine: str) -> Any:
+    """Why this x86 CPU must not run the bundle's model, or None.
+
+    A U8S8 model quantized with full-range (8-bit) weights, i.e. reduce_range false, is exact only where
+    u8*s8 products accumulate in int32 (VNNI, AMX). On x86 without VNNI, ONNX Runtime's AVX2/AVX-512BW
+    kernels add pairs of products in a saturating int16 and the outputs silently go wrong.
+
+    Args:
+        manifest: the bundle manifest (`quantization.reduce_range`, the quantize stage's decision, wins
+            over the target's `quantization` section).
+        cpuinfo: /proc/cpuinfo text.
+        machine: platform.machine().
+    Returns:
+        The refusal message, or None when the model may run here.
+    """
+    scheme = dict(manifest.get("target", {}).get("quantization") or {}, **(manifest.get("quantization") or {}))
+    if scheme.get("reduce_range") is not False or scheme.get("activation_type", "uint8") != "uint8":
+        return None
+    if machine.lower() not in ("x86_64", "amd64", "i686", "i386"):
+        return None
+    flags = set()
+    for line in cpuinfo.splitlines():
+        if line.lower().startswith("flags"):
+            flags = set(line.partition(":")[2].lower().split())
+            break
+    if not flags or flags & set(_VNNI_FLAGS):
+        return None  # no cpuinfo to go by (not Linux), or VNNI present
+    return ("this model uses full-range INT8 weights (quantize chose reduce_range false), which are exact only "
+            "on CPUs with VNNI or AMX; this x86 CPU has neither, so ONNX Runtime's u8*s8 kernels would saturate "
+            "and give wrong results. Re-quantize for it: set `quantization: {reduce_range: true}` in the "
+            "target file, run `edgepipe run` again and redeploy")
+
+
 def check_requirements(keys: Sequence[str]) -> bool:
     """Import what the bundle needs; when something does not import, print one line saying what to install.
 
@@ -193,6 +229,23 @@ def measure_accuracy(infer: Callable[[Any], List[Any]], eval_path: Path, batch: 
         logits = np.asarray(infer(np.ascontiguousarray(xb))[0])[:n]
         correct += int((logits.argmax(axis=1) == y[i:i + n]).sum())
     return {"accuracy": correct / max(1, len(x)), "samples": int(len(x)), "batch": batch}
+
+
+def is_classifier(manifest: dict) -> bool:
+    """Whether the bundled model gives one (N, classes) logits output, the only kind top-1 accuracy applies to."""
+    outputs = manifest.get("outputs")
+    if not outputs:  # an older bundle: classification was all there was
+        return True
+    return len(outputs) == 1 and len(outputs[0].get("shape") or []) == 2
+
+
+def describe_outputs(outs: List[Any], manifest: dict) -> List[dict]:
+    """Name, shape and whether all values are finite, for each output of one inference."""
+    import numpy as np
+
+    names = [o.get("name") for o in manifest.get("outputs") or []]
+    return [{"name": names[i] if i < len(names) else "output_%d" % i, "shape": list(np.shape(o)),
+             "finite": bool(np.isfinite(np.asarray(o, dtype=np.float64)).all())} for i, o in enumerate(outs)]
 
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
@@ -315,6 +368,13 @@ class DeviceRunner:
                 bench = dict(bench, batches=[manifest["build"]["dla_batch"]])
             self._measure_tensorrt(manifest, bench, dla, results)
         else:
+            import platform
+
+            cpuinfo = Path("/proc/cpuinfo").read_text() if Path("/proc/cpuinfo").is_file() else ""
+            refusal = full_range_refusal(manifest, cpuinfo, platform.machine())
+            if refusal:
+                print("device_runner: refusing to run: " + refusal, file=sys.stderr)
+                return EXIT_FAIL
             self._measure_onnxruntime(manifest, bench, results)
         budget = manifest.get("latency_budget") or {}
         if budget.get("ms") and "batch_{}".format(budget["batch"]) in results["latency_ms"]:
@@ -366,17 +426,20 @@ class DeviceRunner:
 
         args, inp = self.args, manifest["input"]
         eval_path = self.bundle / manifest["eval"]["path"] if manifest.get("eval") else None
-        if eval_path is not None and not args.no_accuracy:
+        classifier = is_classifier(manifest)
+        if eval_path is not None and not args.no_accuracy and classifier:
             results["accuracy"] = measure_accuracy(infer, eval_path, max(bench["batches"]))
             results["accuracy"]["expected"] = manifest.get("expected", {}).get("accuracy")
         if eval_path is not None:
             sample = np.load(str(eval_path))["x"][:64].astype(inp["dtype"])
         else:  # no eval data shipped: random input of the declared shape
             sample = np.random.default_rng(0).standard_normal([1] + list(inp["shape"][1:])).astype(inp["dtype"])
+        if not classifier:  # boxes, scores, masks: the user's metric runs on the host; here every output is checked
+            results["outputs"] = describe_outputs(infer(np.ascontiguousarray(sample[:1])), manifest)
         results["latency_ms"] = {}
         for b in bench["batches"]:
             results["latency_ms"][f"batch_{b}"] = benchmark(infer, sample, b, args.warmup, args.runs)
-        if getattr(args, "images", ""):
+        if getattr(args, "images", "") and classifier:
             results["predictions"] = classify_images(infer, self.bundle, manifest, Path(args.images),
                                                      max(bench["batches"]))
 
