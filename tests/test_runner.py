@@ -60,7 +60,11 @@ def test_rerun_is_cached_and_force_redoes(digits_tiny, tmp_path):
     third = run_pipeline(digits_tiny, out_dir=out, quiet=True)
     status = {s["name"]: s["status"] for s in third["stages"]}
     assert status["distill"] == "cached" and status["export"] == "cached"
-    assert status["quantize"] == "done" and status["benchmark"] == "done"
+    assert status["quantize"] == "done"
+    # the benchmark reruns when the quantized file changed; the search may pick the same file again (e.g. FP32,
+    # when INT8 is measured slower on this machine), and then its input, and so its result, is unchanged
+    changed = third["final"]["sha256"] != second["final"]["sha256"]
+    assert status["benchmark"] == ("done" if changed else "cached"), (changed, status)
     forced = run_pipeline(digits_tiny, out_dir=out, quiet=True, force=True)
     assert "cached" not in {s["status"] for s in forced["stages"]}
 
