@@ -30,6 +30,7 @@ DEVICE_DIR = Path(__file__).resolve().parent / "device"
 PIPELINE_DIR = Path(__file__).resolve().parents[1]
 # Standalone files every bundle ships (bundle name <- source); the backend adds its runtime's own.
 DEVICE_FILES = (("device_runner.py", DEVICE_DIR / "device_runner.py"),
+                ("device_checks.py", DEVICE_DIR / "device_checks.py"),
                 ("device_facts.py", PIPELINE_DIR / "device_facts.py"),
                 ("ort_runtime.py", PIPELINE_DIR / "runtimes" / "ort.py"),
                 ("preprocess.py", PIPELINE_DIR / "preprocess.py"))  # raw image files -> inputs, as in training

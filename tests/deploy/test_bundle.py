@@ -34,8 +34,8 @@ def test_cpu_bundle_has_model_runner_manifest_report_and_correct_hashes(make_run
     dist = tmp_path / "dist" / "arm64-cpu"
     manifest = make_bundle(run, load_target("arm64-cpu"), dist)
     names = {p.relative_to(dist).as_posix() for p in dist.rglob("*") if p.is_file()}
-    assert names == {"model_int8.onnx", "device_runner.py", "device_facts.py", "ort_runtime.py", "preprocess.py",
-                     "eval.npz", "report.md", "README.md", "manifest.json"}
+    assert names == {"model_int8.onnx", "device_runner.py", "device_checks.py", "device_facts.py", "ort_runtime.py",
+                     "preprocess.py", "eval.npz", "report.md", "README.md", "manifest.json"}
     assert manifest["preprocessing"]["module"] == "preprocess.py"
     assert set(manifest["files"]) == names - {"manifest.json"}
     for rel, info in manifest["files"].items():
@@ -164,8 +164,8 @@ def test_device_side_files_are_python38_syntax(make_run, tmp_path):
 
     dist = tmp_path / "nano"
     make_bundle(make_run("jetson-orin-nano"), load_target("jetson-orin-nano"), dist)
-    for name in ("device_runner.py", "device_facts.py", "ort_runtime.py", "trt_runtime.py", "trt_builder.py",
-                 "trt_plan.py"):
+    for name in ("device_runner.py", "device_checks.py", "device_facts.py", "ort_runtime.py", "trt_runtime.py",
+                 "trt_builder.py", "trt_plan.py"):
         ast.parse((dist / name).read_text(), filename=name, feature_version=(3, 8))
 
 
