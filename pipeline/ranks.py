@@ -56,9 +56,15 @@ def leave() -> None:
 
 def agree(flag: bool) -> bool:
     """Rank 0's `flag` on every rank (e.g. whether a stage is cached), so all ranks take the same branch."""
+    import torch
+    import torch.distributed as dist
+
     from pipeline.training.dist import broadcast_int
 
-    return bool(broadcast_int(int(flag), "cpu"))
+    # NCCL broadcasts CUDA tensors only: this rank's GPU (torchrun's LOCAL_RANK, set when the group started)
+    nccl = dist.is_initialized() and dist.get_backend() == "nccl"
+    device = torch.device("cuda", torch.cuda.current_device()) if nccl else "cpu"
+    return bool(broadcast_int(int(flag), device))
 
 
 def wait_for_all() -> None:
