@@ -48,7 +48,7 @@ def pruned(model, ratio: float, multiple: int, how: str):
         budget.make_pruner(m, x, imp, ignored, None, round_to=multiple if multiple > 1 else None, ratio=ratio).step()
     else:
         probe = budget.make_pruner(m, x, imp, ignored, None)
-        ratios = budget.group_ratios(budget.groups_of(probe), ratio, None, multiple)
+        ratios = budget.group_ratios(budget.groups_of(probe), ratio, multiple)
         budget.make_pruner(m, x, tp.importance.GroupMagnitudeImportance(p=2), ignored, ratios).step()
     return m.eval()
 

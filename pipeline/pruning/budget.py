@@ -1,5 +1,5 @@
-"""Prune to a budget instead of a ratio: per-group ratios (latency-weighted, rounded to the hardware's channel
-multiple) from one strength knob, and a bisection on that knob until the measured budget holds.
+"""Prune to a budget instead of a ratio: per-group ratios (uniform, or allocated by `sensitivity`; rounded to the
+hardware's channel multiple) from one strength knob, and a bisection on that knob until the measured budget holds.
 
 Torch-Pruning does the removal (`pruning_ratio_dict`: one ratio per group root); this module only decides the
 ratios. A candidate is a pruned deep copy of the student; the smallest strength whose candidate meets the
@@ -47,35 +47,44 @@ class SearchResult:
     steps: list[dict[str, Any]] = field(default_factory=list)
 
 
-def group_ratios(groups: list[tuple[Any, int]], strength: float, weights: dict[Any, float] | None,
-                 multiple: int) -> dict[Any, float]:
-    """One Torch-Pruning ratio per group root.
+def rounded_ratio(channels: int, ratio: float, multiple: int) -> float:
+    """The Torch-Pruning ratio that removes about `ratio` of a group and keeps a width the hardware likes.
 
     Args:
-        groups: [(root module, its channel count)].
-        strength: the base ratio (the same for every group when `weights` is None).
-        weights: root -> latency weight (`profile.latency_weights`), or None for uniform.
-        multiple: widths are rounded down to a multiple of gcd(width, multiple), at least one of it: a
+        channels: the group's width.
+        ratio: the wanted fraction removed (capped at MAX_GROUP_RATIO).
+        multiple: the width is rounded down to a multiple of gcd(width, multiple), at least one of it: a
             width that is a multiple stays one, 48 with multiple 32 keeps a multiple of 16, a width of
             exactly one such block is not pruned, an odd width gets the plain ratio. Measured on ONNX
             Runtime's CPU kernels (benchmarks/prune_channel_multiple.py): widths that lose their alignment
             made a pruned MobileNetV2 slower than the unpruned one.
     Returns:
-        root -> ratio, exact for Torch-Pruning's `n_pruned = C - int(C * (1 - ratio))`.
+        A ratio exact for Torch-Pruning's `n_pruned = C - int(C * (1 - ratio))`.
     """
-    out = {}
-    for root, c in groups:
-        r = min(MAX_GROUP_RATIO, max(0.0, strength * (weights.get(root, 1.0) if weights else 1.0)))
-        plain = int(c * (1 - r))
-        keep = plain
-        step = math.gcd(c, multiple)
-        if step > 1:
-            keep = max(step, plain // step * step)
-        if keep == plain:  # rounding changed nothing: the ratio itself (same steps as Torch-Pruning's default)
-            out[root] = r
-        else:  # +0.5 so int(C * (1 - ratio)) lands on `keep` despite float rounding
-            out[root] = max(0.0, 1.0 - (keep + 0.5) / c) if keep < c else 0.0
-    return out
+    r = min(MAX_GROUP_RATIO, max(0.0, ratio))
+    plain = int(channels * (1 - r) + 1e-6)  # 1 - 32/96 must keep 32, not 31.999 -> 31
+    step = math.gcd(channels, multiple)
+    keep = max(step, plain // step * step) if step > 1 else plain
+    if keep == int(channels * (1 - r)):  # Torch-Pruning keeps `keep` with the ratio itself: pass it through
+        return r
+    # +0.5 so int(C * (1 - ratio)) lands on `keep` despite float rounding
+    return max(0.0, 1.0 - (keep + 0.5) / channels) if keep < channels else 0.0
+
+
+def group_ratios(groups: list[tuple[Any, int]], strength: float, multiple: int,
+                 per_group: dict[Any, float] | None = None) -> dict[Any, float]:
+    """One Torch-Pruning ratio per group root.
+
+    Args:
+        groups: [(root module, its channel count)].
+        strength: the ratio of every group (uniform pruning), used where `per_group` has no entry.
+        multiple: channel multiple (see `rounded_ratio`).
+        per_group: root -> wanted ratio (from `sensitivity.allocate`), or None for uniform.
+    Returns:
+        root -> rounded ratio.
+    """
+    per_group = per_group or {}
+    return {root: rounded_ratio(c, per_group.get(root, strength), multiple) for root, c in groups}
 
 
 def make_pruner(model: Any, example: Any, importance: Any, ignored: list, ratios: dict[Any, float] | None,
@@ -103,7 +112,7 @@ def groups_of(pruner: Any) -> list[tuple[Any, int]]:
 
 def search(student: Any, example: Any, budget: Budget, measure: Callable[[Any], dict[str, float]],
            importance: Callable[[], Any], ignored: Callable[[Any], list],
-           weights_by_name: dict[str, float] | None, multiple: int, max_steps: int = 8,
+           allocation: Callable[[float], dict[str, float]] | None, multiple: int, max_steps: int = 8,
            log: Callable[[str], None] = lambda s: None) -> SearchResult:
     """Bisect the strength until the pruned copy meets `budget` (the smallest strength that does).
 
@@ -114,8 +123,9 @@ def search(student: Any, example: Any, budget: Budget, measure: Callable[[Any], 
         measure: candidate model -> {budget.kind: value, ...} (other numbers are recorded in the steps).
         importance: makes a fresh Torch-Pruning importance.
         ignored: model -> layers never pruned (the classifier).
-        weights_by_name: group root module name -> latency weight, or None (uniform ratio).
-        multiple: channel multiple (see `group_ratios`).
+        allocation: strength in [0, 1] -> group root module name -> ratio (`sensitivity.allocate`), or
+            None: the strength is one uniform ratio for every group.
+        multiple: channel multiple (see `rounded_ratio`).
         max_steps: candidates measured at most.
         log: progress lines.
     Returns:
@@ -130,15 +140,15 @@ def search(student: Any, example: Any, budget: Budget, measure: Callable[[Any], 
         probe = make_pruner(model, example, importance(), ignored(model), None)
         names = probe.DG._module2name
         groups = groups_of(probe)
-        weights = None if weights_by_name is None else {r: weights_by_name.get(names[r], 0.0) for r, _ in groups}
-        ratios = group_ratios(groups, strength, weights, multiple)
+        wanted = None
+        if allocation is not None:
+            by_name = allocation(strength)
+            wanted = {r: by_name.get(names[r], 0.0) for r, _ in groups}
+        ratios = group_ratios(groups, strength, multiple, wanted)
         make_pruner(model, example, importance(), ignored(model), ratios).step()
         return model.eval(), measure(model), {names[r]: round(v, 4) for r, v in ratios.items()}
 
-    top = MAX_GROUP_RATIO
-    if weights_by_name:
-        positive = [w for w in weights_by_name.values() if w > 0]
-        top = MAX_GROUP_RATIO / min(positive) if positive else MAX_GROUP_RATIO
+    top = 1.0 if allocation is not None else MAX_GROUP_RATIO  # an allocation's strength is a share of its range
     steps: list[dict[str, Any]] = []
     best: tuple[float, Any, dict, dict] | None = None
     lo, hi = 0.0, top

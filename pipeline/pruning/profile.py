@@ -1,5 +1,5 @@
 """Where the time goes: per-layer latency from ONNX Runtime's profiler (or a trtexec --dumpProfile table),
-mapped back to torch modules, and turned into per-group pruning ratios (slow groups pruned harder).
+mapped back to torch modules and summed per channel group: what pruning each group can save.
 
 The TorchScript exporter names each ONNX node after its module scope (`/features/features.1/conv/conv.1/Conv`
 is module `features.1.conv.1`). ONNX Runtime's optimizer fuses the activation (and a residual Add) into the
@@ -153,22 +153,13 @@ def group_modules(pruner: Any) -> list[tuple[Any, list[str]]]:
     return out
 
 
-def latency_weights(groups: list[tuple[Any, list[str]]], layer_times: dict[str, float],
-                    exponent: float = 0.5) -> dict[Any, float]:
-    """A weight per group root: (its layers' time / the mean group time) ** exponent.
-
-    Pruning a fraction r of a group's channels saves about r times its layers' time, so slow groups buy
-    more speed per channel removed; the square root keeps cheap groups from being spared entirely.
+def group_times(groups: list[tuple[Any, list[str]]], layer_times: dict[str, float]) -> dict[Any, float]:
+    """The time of the layers each group resizes (pruning a fraction r of its channels saves about r of it).
 
     Args:
         groups: from `group_modules`.
         layer_times: module path -> ms (from `ort_layer_times` or `trtexec_layer_times`).
-        exponent: how strongly time steers the ratios (0: uniform).
     Returns:
-        root module -> weight (mean about 1; 1.0 for every group when no time maps to any group).
+        root module -> ms per inference (0.0 for a group none of whose layers has a measured time).
     """
-    t = {root: sum(layer_times.get(n, 0.0) for n in names) for root, names in groups}
-    mean = sum(t.values()) / max(1, len(t))
-    if mean <= 0:
-        return {root: 1.0 for root in t}
-    return {root: (v / mean) ** exponent if v > 0 else 0.0 for root, v in t.items()}
+    return {root: sum(layer_times.get(n, 0.0) for n in names) for root, names in groups}

@@ -171,7 +171,8 @@ class PruneMetrics(Metrics):
     latency_min_before_ms: float | None = optional()  # minima: what the search decides on (shared host)
     latency_min_ms: float | None = optional()
     speedup_min: float | None = optional()
-    profile_weighted: bool | None = optional()  # group ratios weighted by the per-layer latency profile
+    allocation: str | None = optional()  # "sensitivity" (damage per unit saved) or "uniform"
+    group_ratios: dict | None = optional()  # group root module -> the ratio pruned (after rounding)
     round_to: int | None = optional()  # the channel multiple used (prune.round_to or the target's)
     sparsity: str | None = optional()  # "2:4": weights 2:4 sparse along input channels (the build reads it)
     sparse_layers: int | None = optional()

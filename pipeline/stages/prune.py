@@ -7,7 +7,10 @@ add, and the squeeze-excite layers that scale it. The classifier's outputs are n
 How much goes where (`pipeline.pruning`): a fixed `ratio`, or a `target` budget (latency_ms, speedup,
 macs, params) reached by a bisection over pruned copies, measured on ONNX Runtime's CPU provider on
 this host (one thread, interleaved with the unpruned student; a device reachable over SSH is not
-measured: host only). With a latency/speed-up target the per-layer profile prunes slow groups harder.
+measured: host only). With a target, `allocation: uniform` (the default, the more accurate one measured)
+prunes every group by the same searched ratio; `sensitivity` gives each group its share, those whose pruning
+hurts the outputs least per millisecond (ONNX Runtime's per-layer profile), MAC or parameter saved first
+(`pipeline.pruning.sensitivity`).
 Widths are rounded to `round_to` (default: the target's `channel_multiple`). `sparsity: "2:4"` adds
 2:4 masks (torch.ao.pruning) for sparse tensor cores, fixed through the fine-tune and folded in.
 """
@@ -124,7 +127,7 @@ def _prune_and_finetune(inputs: StageInputs, cfg: Any, student: Any, steps: int,
                                             round_to=cfg.round_to, ratio=cfg.ratio, global_pruning=True)
             else:
                 probe = budget.make_pruner(student, example, _importance(cfg)(), ignored, None)
-                ratios = budget.group_ratios(budget.groups_of(probe), cfg.ratio, None, multiple)
+                ratios = budget.group_ratios(budget.groups_of(probe), cfg.ratio, multiple)
                 pruner = budget.make_pruner(student, example, _importance(cfg)(), ignored, ratios, steps)
         except Exception as e:  # Torch-Pruning cannot trace the model's dependency graph
             raise UserError(_cannot_prune(e)) from None
@@ -160,7 +163,7 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
     """Search the pruned copy that meets `cfg.target`; measure its latency against the unpruned student."""
     import torch
 
-    from pipeline.pruning import budget, latency, profile
+    from pipeline.pruning import budget, latency
 
     d, kind = inputs.data, cfg.target.kind
     shape = tuple(d.input_shape)
@@ -178,18 +181,18 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
                        reference_p50_ms=t.reference_ms, speedup_p50=t.speedup)
         return got
 
-    weights = None
-    weighted = kind in _TIMED and cfg.profile_weighting
     try:
         n_out = _outputs(student, example)
-        probe = budget.make_pruner(student, example, _importance(cfg)(), classifier_layers(student, n_out), None)
-        if weighted:
-            times = profile.ort_layer_times(reference, shape)
-            groups = profile.group_modules(probe)
-            names = probe.DG._module2name
-            weights = {names[r]: w for r, w in profile.latency_weights(groups, times).items()}
-        found = budget.search(student, example, budget.Budget(kind, cfg.target.value), measure, _importance(cfg),
-                              lambda m: classifier_layers(m, n_out), weights, multiple,
+
+        def ignored(m: Any) -> list:
+            return classifier_layers(m, n_out)
+
+        allocation = None
+        if cfg.allocation == "sensitivity":
+            allocation = _allocation(inputs, cfg, student, example, ignored, multiple,
+                                     reference if kind in _TIMED else None)
+        found = budget.search(student, example, budget.Budget(kind, cfg.target.value, cfg.target_tolerance),
+                              measure, _importance(cfg), ignored, allocation, multiple,
                               max_steps=cfg.search_steps, log=inputs.log)
     except BudgetExceeded:
         raise
@@ -205,8 +208,28 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
                  latency_ms=round(final.candidate_ms, 4), speedup=round(final.speedup, 3),
                  latency_min_before_ms=round(final.reference_min_ms, 4),
                  latency_min_ms=round(final.candidate_min_ms, 4), speedup_min=round(final.speedup_min, 3),
-                 profile_weighted=weighted)
+                 allocation=cfg.allocation, group_ratios=found.ratios)
     return found.model, extra
+
+
+def _allocation(inputs: StageInputs, cfg: Any, student: Any, example: Any, ignored: Any, multiple: int,
+                reference: bytes | None) -> Any:
+    """`sensitivity.allocate` over this student's measured curves: strength -> group name -> ratio."""
+    import torch
+
+    from pipeline.pruning import budget, profile, sensitivity
+
+    shape = tuple(inputs.data.input_shape)
+    images = torch.from_numpy(inputs.data.sample("train", sensitivity.IMAGES, seed=inputs.config.seed)[0])
+    curves = sensitivity.curves(student, example, images, _importance(cfg), ignored, multiple, log=inputs.log)
+    times = None
+    if reference is not None:
+        probe = budget.make_pruner(student, example, _importance(cfg)(), ignored(student), None)
+        names = probe.DG._module2name
+        per_group = profile.group_times(profile.group_modules(probe), profile.ort_layer_times(reference, shape))
+        times = {names[root]: t for root, t in per_group.items()}
+    table, steps = sensitivity.savings(curves, cfg.target.kind, times), sensitivity.quanta(curves)
+    return lambda strength: sensitivity.allocate(table, strength, steps)
 
 
 def _outputs(model: Any, example: Any) -> int:

@@ -46,8 +46,20 @@ def test_macs_target_is_met_and_recorded(ctx, teacher, student):
     assert m.pruned and m.macs <= goal and m.target == {"kind": "macs", "value": goal}
     assert m.search and any(step["holds"] for step in m.search) and m.latency_before_ms > 0 and m.latency_ms > 0
     assert m.round_to == ctx.inputs().target.channel_multiple
+    # the default allocation: groups chosen by damage per MAC saved, their ratios recorded by module name
+    assert m.allocation == "uniform" and m.group_ratios and max(m.group_ratios.values()) > 0
     again = PruneMetrics.from_dict(m.to_dict())  # the cached record reads back
     assert again == m
+
+
+def test_sensitivity_allocation_prunes_groups_unevenly_to_the_target(ctx, teacher, student):
+    from pipeline.config import PruneTarget
+
+    goal = int(student.metrics.macs * 0.8)
+    m = _run(ctx, teacher, student, "prune_sens", target=PruneTarget(macs=goal), finetune_epochs=0,
+             allocation="sensitivity", round_to=1).metrics
+    assert m.pruned and m.macs <= goal and m.allocation == "sensitivity"
+    assert len(set(m.group_ratios.values())) > 1  # each group its own share, not one ratio
 
 
 def test_target_accuracy_miss_is_budget_exceeded_with_numbers(ctx, teacher, student, monkeypatch):
