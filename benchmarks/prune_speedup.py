@@ -43,7 +43,7 @@ def say(msg: str) -> None:
     print(f"{time.strftime('%H:%M:%S')} [prune-speedup] {msg}", file=sys.stderr, flush=True)
 
 
-def stage_inputs(root: Path, out: Path) -> Any:
+def stage_inputs(root: Path, out: Path, target: str = "cpu") -> Any:
     """StageInputs for the prune stage from the real-size run (its config, data, teacher and student)."""
     from pipeline.config import load_config
     from pipeline.data import load_data
@@ -56,7 +56,7 @@ def stage_inputs(root: Path, out: Path) -> Any:
         raise SystemExit(f"{student} not found: run `benchmarks/real_size_distill.py --prepare --pipeline` first")
     cfg, base = load_config(root / "config_images.yaml")
     arts = {"train_teacher": Artifact({"model": teacher}, "model"), "distill": Artifact({"model": student}, "model")}
-    return StageInputs(arts, cfg, load_target("cpu"), load_data(cfg.data, base, cfg=cfg), base, out,
+    return StageInputs(arts, cfg, load_target(target), load_data(cfg.data, base, cfg=cfg), base, out,
                        lambda line: say(line))
 
 
