@@ -173,6 +173,7 @@ class PruneMetrics(Metrics):
     speedup_min: float | None = optional()
     allocation: str | None = optional()  # "sensitivity" (damage per unit saved) or "uniform"
     group_ratios: dict | None = optional()  # group root module -> the ratio pruned (after rounding)
+    measured_on: str | None = optional()  # where latency / speed-up was measured (this host, maybe not the target)
     round_to: int | None = optional()  # the channel multiple used (prune.round_to or the target's)
     sparsity: str | None = optional()  # "2:4": weights 2:4 sparse along input channels (the build reads it)
     sparse_layers: int | None = optional()

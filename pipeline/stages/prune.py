@@ -181,6 +181,11 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
                        reference_p50_ms=t.reference_ms, speedup_p50=t.speedup)
         return got
 
+    measured_on = None
+    if kind in _TIMED:
+        measured_on = _measured_on(inputs.target)
+        if "not on the target" in measured_on:
+            inputs.log(f"[prune] warning: {measured_on}; a speed-up carries over roughly, milliseconds do not")
     try:
         n_out = _outputs(student, example)
 
@@ -208,7 +213,7 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
                  latency_ms=round(final.candidate_ms, 4), speedup=round(final.speedup, 3),
                  latency_min_before_ms=round(final.reference_min_ms, 4),
                  latency_min_ms=round(final.candidate_min_ms, 4), speedup_min=round(final.speedup_min, 3),
-                 allocation=cfg.allocation, group_ratios=found.ratios)
+                 allocation=cfg.allocation, group_ratios=found.ratios, measured_on=measured_on)
     return found.model, extra
 
 
@@ -230,6 +235,18 @@ def _allocation(inputs: StageInputs, cfg: Any, student: Any, example: Any, ignor
         times = {names[root]: t for root, t in per_group.items()}
     table, steps = sensitivity.savings(curves, cfg.target.kind, times), sensitivity.quanta(curves)
     return lambda strength: sensitivity.allocate(table, strength, steps)
+
+
+def _measured_on(target: Any) -> str:
+    """Where a latency / speed-up target is measured: ONNX Runtime on this host's CPU, which is the target's
+    own runtime only for an ONNX Runtime target of this host's architecture."""
+    import platform
+
+    host = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    where = f"ONNX Runtime on this host's {host} CPU"
+    if target.runtime == "onnxruntime" and target.arch == host:
+        return where
+    return f"{where}, not on the target ({target.name}: {target.runtime}, {target.arch})"
 
 
 def _outputs(model: Any, example: Any) -> int:

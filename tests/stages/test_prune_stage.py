@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import dataclasses
+import platform
+
 import pytest
 import torch
 
@@ -60,6 +63,24 @@ def test_sensitivity_allocation_prunes_groups_unevenly_to_the_target(ctx, teache
              allocation="sensitivity", round_to=1).metrics
     assert m.pruned and m.macs <= goal and m.allocation == "sensitivity"
     assert len(set(m.group_ratios.values())) > 1  # each group its own share, not one ratio
+
+
+def test_a_latency_target_for_a_gpu_target_says_it_is_measured_on_this_host(ctx, teacher, student):
+    from pipeline.config import PruneTarget
+
+    lines = []
+    inputs = ctx.inputs({"train_teacher": teacher, "distill": student}, target="jetson-orin-nano")
+    inputs = dataclasses.replace(inputs, log=lines.append)
+    cfg = ctx.cfg.prune.model_copy(update={"target": PruneTarget(latency_ms=1000.0), "finetune_epochs": 0,
+                                           "search_steps": 2})
+    m = prune.run(inputs, cfg, ctx.workdir("prune_orin_ms")).metrics
+    assert "not on the target (jetson-orin-nano: tensorrt, aarch64)" in m.measured_on
+    assert any("warning" in ln and "milliseconds do not" in ln for ln in lines)
+    cpu = _run(ctx, teacher, student, "prune_cpu_ms", target=PruneTarget(latency_ms=1000.0), finetune_epochs=0,
+               search_steps=2).metrics
+    assert cpu.measured_on.startswith("ONNX Runtime on this host's")
+    if platform.machine().lower() in ("x86_64", "amd64"):  # the cpu target is x86_64: this host is the target
+        assert "not on the target" not in cpu.measured_on
 
 
 def test_target_accuracy_miss_is_budget_exceeded_with_numbers(ctx, teacher, student, monkeypatch):
