@@ -147,8 +147,6 @@ def mcnemar(a: Any, b: Any) -> dict[str, Any]:
 def tuned_ratio(inputs: Any, goal: float, multiple: int) -> dict[str, Any]:
     """The uniform `prune.ratio` (grid 0.20-0.60, step 0.02) whose pruned copy's measured speed-up (minima,
     interleaved with the unpruned student) is closest to `goal`, and every point measured."""
-    import copy
-
     import torch
     import torch_pruning as tp
 
@@ -164,12 +162,8 @@ def tuned_ratio(inputs: Any, goal: float, multiple: int) -> dict[str, Any]:
     points = []
     for i in range(21):
         ratio = round(0.20 + 0.02 * i, 2)
-        model = copy.deepcopy(student)
-        ignored = classifier_layers(model, n_out)
-        imp = tp.importance.GroupMagnitudeImportance(p=2)
-        probe = budget.make_pruner(model, example, imp, ignored, None)
-        ratios = budget.group_ratios(budget.groups_of(probe), ratio, multiple)
-        budget.make_pruner(model, example, imp, ignored, ratios).step()
+        model, _ = budget.pruned_copy(student, example, lambda: tp.importance.GroupMagnitudeImportance(p=2),
+                                      lambda m: classifier_layers(m, n_out), ratio, multiple)
         t = latency.measure_pair(reference, latency.export_bytes(model, shape), shape)
         points.append({"ratio": ratio, "speedup_min": round(t.speedup_min, 3), "speedup_p50": round(t.speedup, 3)})
     best = min(points, key=lambda p: abs(p["speedup_min"] - goal))

@@ -97,6 +97,11 @@ def _arch(fields: dict, root: str) -> str:
     return "aarch64" if machine in _ARM_MACHINES else (machine or "unknown")
 
 
+def host_arch() -> str:
+    """This machine's architecture: "x86_64", "aarch64" or what Python reports (see `_arch`)."""
+    return _arch(parse_cpuinfo(_read("/proc/cpuinfo")), "/")
+
+
 def _cpu_model(fields: dict) -> str:
     """The marketing name on x86; on ARM the core name from the part number (cpuinfo's is generic)."""
     part = fields.get("cpu part", "").lower()

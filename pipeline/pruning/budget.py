@@ -14,6 +14,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+TIMED = ("latency_ms", "speedup")  # budget kinds measured by running the model (the rest are counted)
 MAX_GROUP_RATIO = 0.9  # never remove more than 90 % of one group: a 1-channel bottleneck wrecks accuracy
 
 
@@ -87,6 +88,16 @@ def group_ratios(groups: list[tuple[Any, int]], strength: float, multiple: int,
     return {root: rounded_ratio(c, per_group.get(root, strength), multiple) for root, c in groups}
 
 
+def macs_and_params(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
+    """Multiply-accumulates for one image, and parameter count (Torch-Pruning's counter)."""
+    import torch
+    import torch_pruning as tp
+
+    model.eval()
+    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
+    return int(macs), int(params)
+
+
 def make_pruner(model: Any, example: Any, importance: Any, ignored: list, ratios: dict[Any, float] | None,
                 iterative_steps: int = 1, round_to: int | None = None, ratio: float = 0.0,
                 global_pruning: bool = False) -> Any:
@@ -108,6 +119,35 @@ def groups_of(pruner: Any) -> list[tuple[Any, int]]:
         if c:
             out.append((root, int(c)))
     return out
+
+
+def pruned_copy(student: Any, example: Any, importance: Callable[[], Any], ignored: Callable[[Any], list],
+                strength: float, multiple: int,
+                allocation: Callable[[float], dict[str, float]] | None = None) -> tuple[Any, dict[str, float]]:
+    """A deep copy of `student` pruned at `strength` (the student itself is left untouched).
+
+    Args:
+        student: the unpruned model.
+        example: an input batch for Torch-Pruning's tracing.
+        importance: makes a fresh Torch-Pruning importance.
+        ignored: model -> layers never pruned (the classifier).
+        strength: one uniform ratio, or the allocation's strength.
+        multiple: channel multiple (see `rounded_ratio`).
+        allocation: strength -> group root module name -> ratio, or None for uniform.
+    Returns:
+        (the pruned copy in eval mode, group root module name -> the ratio it was pruned by).
+    """
+    model = copy.deepcopy(student).eval()
+    probe = make_pruner(model, example, importance(), ignored(model), None)
+    names = probe.DG._module2name
+    groups = groups_of(probe)
+    wanted = None
+    if allocation is not None:
+        by_name = allocation(strength)
+        wanted = {r: by_name.get(names[r], 0.0) for r, _ in groups}
+    ratios = group_ratios(groups, strength, multiple, wanted)
+    make_pruner(model, example, importance(), ignored(model), ratios).step()
+    return model.eval(), {names[r]: v for r, v in ratios.items()}
 
 
 def search(student: Any, example: Any, budget: Budget, measure: Callable[[Any], dict[str, float]],
@@ -136,17 +176,8 @@ def search(student: Any, example: Any, budget: Budget, measure: Callable[[Any], 
     from pipeline.errors import BudgetExceeded
 
     def candidate(strength: float) -> tuple[Any, dict[str, float], dict[str, float]]:
-        model = copy.deepcopy(student).eval()
-        probe = make_pruner(model, example, importance(), ignored(model), None)
-        names = probe.DG._module2name
-        groups = groups_of(probe)
-        wanted = None
-        if allocation is not None:
-            by_name = allocation(strength)
-            wanted = {r: by_name.get(names[r], 0.0) for r, _ in groups}
-        ratios = group_ratios(groups, strength, multiple, wanted)
-        make_pruner(model, example, importance(), ignored(model), ratios).step()
-        return model.eval(), measure(model), {names[r]: round(v, 4) for r, v in ratios.items()}
+        model, ratios = pruned_copy(student, example, importance, ignored, strength, multiple, allocation)
+        return model, measure(model), {name: round(v, 4) for name, v in ratios.items()}
 
     top = 1.0 if allocation is not None else MAX_GROUP_RATIO  # an allocation's strength is a share of its range
     steps: list[dict[str, Any]] = []

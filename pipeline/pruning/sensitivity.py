@@ -56,12 +56,8 @@ def curves(student: Any, example: Any, images: Any, importance: Callable[[], Any
 
     import torch
     import torch.nn.functional as F
-    import torch_pruning as tp
 
-    from pipeline.pruning.budget import groups_of, make_pruner, rounded_ratio
-
-    def macs_and_params(model: Any, shape: tuple[int, ...]) -> tuple[float, float]:
-        return tp.utils.count_ops_and_params(model, torch.zeros(1, *shape))
+    from pipeline.pruning.budget import groups_of, macs_and_params, make_pruner, rounded_ratio
 
     t0 = time.perf_counter()
     shape = tuple(images.shape[1:])
@@ -90,7 +86,7 @@ def curves(student: Any, example: Any, images: Any, importance: Callable[[], Any
             damage = float(F.kl_div(logp, reference, log_target=True, reduction="batchmean"))
             macs, params = macs_and_params(model, shape)
             points.append(Point(1 - keep / channels, max(0.0, damage), float(macs0 - macs), float(params0 - params),
-                                max(1, math.gcd(channels, multiple)) / channels))
+                                math.gcd(channels, multiple) / channels))
         out[name] = points
     n = sum(len(p) for p in out.values())
     log(f"[prune] sensitivity: {len(out)} groups, {n} pruned copies measured in {time.perf_counter() - t0:.1f} s")
@@ -103,16 +99,17 @@ def savings(curves_: dict[str, list[Point]], kind: str, group_times: dict[str, f
 
     Args:
         curves_: from `curves`.
-        kind: "latency_ms" / "speedup" (time from `group_times`), "macs" or "params" (measured on the copies).
+        kind: a timed kind (`budget.TIMED`: time from `group_times`), "macs" or "params" (measured on the copies).
         group_times: group root name -> ms of the layers the group resizes (`profile.ort_layer_times` summed
             over `profile.group_modules`); pruning a fraction r of the channels saves about r of it.
     Returns:
-    Returns:
         group -> [(ratio, saved, damage)].
     """
+    from pipeline.pruning.budget import TIMED
+
     out = {}
     for g, points in curves_.items():
-        if kind in ("latency_ms", "speedup"):
+        if kind in TIMED:
             t = (group_times or {}).get(g, 0.0)
             out[g] = [(p.ratio, p.ratio * t, p.damage) for p in points]
         else:

@@ -7,6 +7,8 @@ from typing import Any
 
 import numpy as np
 
+from pipeline.pruning.budget import macs_and_params  # noqa: F401  (the stages count MACs with Torch-Pruning's counter)
+
 
 def make_model(inputs: Any, role: str) -> Any:
     """A fresh (untrained) teacher or student as the config describes it."""
@@ -21,16 +23,6 @@ def load_model(inputs: Any, role: str, path: Path) -> Any:
     from pipeline.models.checkpoint import load_checkpoint
 
     return load_checkpoint(make_model(inputs, role), path)
-
-
-def macs_and_params(model: Any, input_shape: tuple[int, ...]) -> tuple[int, int]:
-    """Multiply-accumulates for one image, and parameter count (Torch-Pruning's counter)."""
-    import torch
-    import torch_pruning as tp
-
-    model.eval()
-    macs, params = tp.utils.count_ops_and_params(model, torch.zeros(1, *input_shape))
-    return int(macs), int(params)
 
 
 def accuracy_on(inputs: Any, model: Any, split: str = "test") -> float:

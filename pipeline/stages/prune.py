@@ -21,11 +21,10 @@ from pathlib import Path
 from typing import Any
 
 from pipeline.errors import BudgetExceeded, UserError
+from pipeline.pruning.budget import TIMED
 from pipeline.stages.base import Artifact, StageInputs
 from pipeline.stages.common import accuracy_on, classifier_layers, labeled_subset, load_model, macs_and_params
 from pipeline.stages.metrics import PruneMetrics
-
-_TIMED = ("latency_ms", "speedup")
 
 
 def run(inputs: StageInputs, cfg: Any, workdir: Path) -> Artifact:
@@ -174,7 +173,7 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
     def measure(model: Any) -> dict[str, float]:
         macs, params = macs_and_params(model, shape)
         got = {"macs": float(macs), "params": float(params)}
-        if kind in _TIMED:
+        if kind in TIMED:
             t = latency.measure_pair(reference, latency.export_bytes(model, shape), shape)
             # decided on minima (see latency.Timing: robust on a shared host); p50s recorded beside them
             got.update(latency_ms=t.candidate_min_ms, speedup=t.speedup_min, p50_ms=t.candidate_ms,
@@ -182,9 +181,9 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
         return got
 
     measured_on = None
-    if kind in _TIMED:
-        measured_on = _measured_on(inputs.target)
-        if "not on the target" in measured_on:
+    if kind in TIMED:
+        measured_on, on_target = _measured_on(inputs.target)
+        if not on_target:
             inputs.log(f"[prune] warning: {measured_on}; a speed-up carries over roughly, milliseconds do not")
     try:
         n_out = _outputs(student, example)
@@ -195,7 +194,7 @@ def _to_target(inputs: StageInputs, cfg: Any, student: Any, multiple: int,
         allocation = None
         if cfg.allocation == "sensitivity":
             allocation = _allocation(inputs, cfg, student, example, ignored, multiple,
-                                     reference if kind in _TIMED else None)
+                                     reference if kind in TIMED else None)
         found = budget.search(student, example, budget.Budget(kind, cfg.target.value, cfg.target_tolerance),
                               measure, _importance(cfg), ignored, allocation, multiple,
                               max_steps=cfg.search_steps, log=inputs.log)
@@ -237,16 +236,16 @@ def _allocation(inputs: StageInputs, cfg: Any, student: Any, example: Any, ignor
     return lambda strength: sensitivity.allocate(table, strength, steps)
 
 
-def _measured_on(target: Any) -> str:
-    """Where a latency / speed-up target is measured: ONNX Runtime on this host's CPU, which is the target's
-    own runtime only for an ONNX Runtime target of this host's architecture."""
-    import platform
+def _measured_on(target: Any) -> tuple[str, bool]:
+    """Where a latency / speed-up target is measured, and whether that is the target's own runtime: ONNX
+    Runtime on this host's CPU is, only for an ONNX Runtime target of this host's architecture."""
+    from pipeline.isa import host_arch
 
-    host = platform.machine().lower().replace("amd64", "x86_64").replace("arm64", "aarch64")
+    host = host_arch()
     where = f"ONNX Runtime on this host's {host} CPU"
     if target.runtime == "onnxruntime" and target.arch == host:
-        return where
-    return f"{where}, not on the target ({target.name}: {target.runtime}, {target.arch})"
+        return where, True
+    return f"{where}, not on the target ({target.name}: {target.runtime}, {target.arch})", False
 
 
 def _outputs(model: Any, example: Any) -> int:
